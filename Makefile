@@ -1,0 +1,40 @@
+# dqd — one entry point for setup, demo, tests and benchmarks.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PROTO_OUT := dqd_server/_proto/detection_pb2.py clients/python/dqd_client/_proto/detection_pb2.py
+
+.PHONY: install proto demo test test-fast serve bench clean
+
+install: $(STAMP) $(PROTO_OUT)
+
+$(STAMP): requirements-dev.txt setup.py clients/python/setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) scripts/gen_protos.py
+	$(PY) -m pip install -q --no-build-isolation -e . -e 'clients/python[cli]'
+	touch $(STAMP)
+
+# Generated gRPC code: rebuilt whenever a .proto changes; never edited by hand.
+$(PROTO_OUT): $(wildcard protos/dqd/v1/*.proto) scripts/gen_protos.py | $(STAMP)
+	$(PY) scripts/gen_protos.py
+
+proto:
+	$(PY) scripts/gen_protos.py
+
+demo: install
+	$(PY) -m dqd_server demo
+
+serve: install
+	$(PY) -m dqd_server serve
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) dqd_server/_proto clients/python/dqd_client/_proto build *.egg-info clients/python/*.egg-info

@@ -1,0 +1,71 @@
+"""The one interface every detection method implements, and the registry that plugs methods in.
+
+A new method (ml, llm, dependency, …) is a class with ``method``, ``fields()``, ``describe()`` and
+``detect()`` plus one ``register()`` call; the engine and the servicers need no change.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What a method offers for one field type (shown by ListFields)."""
+
+    version: str
+    checks: int
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Finds bad values of a field type among the distinct values of a column."""
+
+    method: str
+
+    def fields(self) -> Mapping[str, MethodInfo]:
+        """Field types this detector can check, with version and number of checks."""
+        ...
+
+    def describe(self, field: str) -> str:
+        """One line on what the field type holds (for ListFields)."""
+        ...
+
+    def detect(self, field: str, values: pa.StringArray) -> pa.RecordBatch:
+        """Return hits (``hits.HITS_SCHEMA``) for the distinct ``values`` (nulls included, each once).
+
+        Must be vectorized over ``values``; must not raise on any string content.
+        """
+        ...
+
+
+DetectorFactory = Callable[[Path], Detector]
+_FACTORIES: dict[str, DetectorFactory] = {}
+# Modules that register the built-in methods when imported (a plug-in adds itself the same way).
+BUILTIN_METHOD_MODULES = ("dqd_server.engine.validation", "dqd_server.engine.pattern")
+
+
+def register(method: str, factory: DetectorFactory) -> None:
+    """Make ``method`` available; ``factory(repository_root)`` builds its detector."""
+    _FACTORIES[method] = factory
+
+
+def registered_methods() -> list[str]:
+    for module in BUILTIN_METHOD_MODULES:
+        importlib.import_module(module)
+    return sorted(_FACTORIES)
+
+
+def build_detectors(repository: Path, methods: list[str] | None = None) -> dict[str, Detector]:
+    """Build the detectors of ``methods`` (default: all registered) from one repository root."""
+    known = registered_methods()
+    names = known if methods is None else methods
+    unknown = [m for m in names if m not in known]
+    if unknown:
+        raise ValueError(f"unknown detection method(s) {unknown}; known: {known}")
+    return {m: _FACTORIES[m](repository) for m in names}

@@ -1,0 +1,29 @@
+"""Domain errors of the engine; the servicers map each class to one gRPC status code.
+
+    DqdError
+    ├── InvalidInput    bad config or data the caller must fix   -> INVALID_ARGUMENT
+    ├── NotFound        a job or resource that does not exist      -> NOT_FOUND
+    ├── TooLarge        input over a configured limit              -> RESOURCE_EXHAUSTED
+    └── NotReady        rules/models still loading or shutting down -> UNAVAILABLE
+"""
+from __future__ import annotations
+
+
+class DqdError(Exception):
+    """Base class: the message says what to fix."""
+
+
+class InvalidInput(DqdError):
+    """The caller sent a config or data that cannot be checked as sent."""
+
+
+class NotFound(DqdError):
+    """A named job or resource does not exist."""
+
+
+class TooLarge(DqdError):
+    """The input exceeds a configured limit."""
+
+
+class NotReady(DqdError):
+    """The server cannot serve this yet (loading) or any more (shutting down)."""

@@ -1,0 +1,167 @@
+"""The engine: plan a check from a config, then run every detector on the distinct values of a batch.
+
+Protocol-neutral: speaks Arrow and plain Python, raises ``errors.InvalidInput`` for bad input.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import ipc
+from .detector import Detector, MethodInfo, build_detectors
+from .errors import InvalidInput
+from .findings import build_findings, concat_findings, empty_findings, rows_of_hits
+from .hits import concat_hits, make_hits
+
+DEFAULT_METHODS = ("validation", "pattern")
+OK_CODE = "OK"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated check: which column is which field type, which methods, which thresholds."""
+
+    columns: Mapping[str, str]
+    methods: tuple[str, ...]
+    thresholds: Mapping[str, float] = field(default_factory=dict)  # "method" or "field.method"
+    emit_all: bool = False
+
+    def threshold(self, field_type: str, method: str) -> float:
+        """Minimum confidence to emit: the field-specific value wins over the method-wide one."""
+        return self.thresholds.get(f"{field_type}.{method}", self.thresholds.get(method, 0.0))
+
+
+class Engine:
+    """Runs the detectors of a rules/model repository over Arrow record batches."""
+
+    def __init__(self, detectors: Mapping[str, Detector]) -> None:
+        self.detectors = dict(detectors)
+
+    @classmethod
+    def from_repository(cls, root: Path, methods: list[str] | None = None) -> "Engine":
+        return cls(build_detectors(root, methods))
+
+    def fields(self) -> dict[str, dict[str, MethodInfo]]:
+        """Field type -> method -> (version, checks), for every loaded detector."""
+        out: dict[str, dict[str, MethodInfo]] = {}
+        for method, det in sorted(self.detectors.items()):
+            for field_type, info in det.fields().items():
+                out.setdefault(field_type, {})[method] = info
+        return dict(sorted(out.items()))
+
+    def describe(self, field_type: str) -> str:
+        for det in self.detectors.values():
+            if field_type in det.fields():
+                return det.describe(field_type)
+        return ""
+
+    def plan(
+        self,
+        columns: Mapping[str, str],
+        methods: Iterable[str] = (),
+        thresholds: Mapping[str, float] | None = None,
+        emit_all: bool = False,
+    ) -> Plan:
+        """Check a config against what is loaded; every problem is reported at once."""
+        problems: list[str] = []
+        known = self.fields()
+        if not columns:
+            problems.append("no columns to check: map at least one column to a field type")
+        chosen = tuple(dict.fromkeys(methods)) or tuple(m for m in DEFAULT_METHODS if m in self.detectors)
+        for m in chosen:
+            if m not in self.detectors:
+                problems.append(f"unknown method {m!r}; available: {sorted(self.detectors)}")
+        for column, field_type in columns.items():
+            if not column:
+                problems.append("a column name is empty")
+            if field_type not in known:
+                problems.append(
+                    f"column {column!r}: unknown field type {field_type!r}; known: {', '.join(known)}"
+                )
+                continue
+            missing = [m for m in chosen if m in self.detectors and m not in known[field_type]]
+            if missing:
+                problems.append(f"field type {field_type!r} has no {missing} detector loaded")
+        for key, value in (thresholds or {}).items():
+            field_type, _, method = key.rpartition(".")
+            if not 0.0 <= value <= 1.0:
+                problems.append(f"threshold {key!r}={value} must be within 0..1")
+            if method not in self.detectors:
+                problems.append(f"threshold {key!r}: unknown method {method!r} (use METHOD or FIELD.METHOD)")
+            if field_type and field_type not in known:
+                problems.append(f"threshold {key!r}: unknown field type {field_type!r}")
+        if problems:
+            raise InvalidInput("; ".join(problems))
+        return Plan(dict(columns), chosen, dict(thresholds or {}), emit_all)
+
+    def detect(self, plan: Plan, batch: pa.RecordBatch, first_row: int = 0) -> pa.RecordBatch:
+        """Findings (``findings.FINDINGS_SCHEMA``) for one batch, rows numbered from ``first_row``."""
+        parts: list[pa.RecordBatch] = []
+        for column, field_type in plan.columns.items():
+            values = column_as_strings(batch, column)
+            if len(values) == 0:
+                continue
+            encoded = pc.dictionary_encode(values, null_encoding="encode")
+            if isinstance(encoded, pa.ChunkedArray):
+                encoded = encoded.combine_chunks()
+            distinct = encoded.dictionary
+            indices = encoded.indices.to_numpy(zero_copy_only=False)
+            for method in plan.methods:
+                hits = self.detectors[method].detect(field_type, distinct)
+                if plan.emit_all:
+                    hits = _with_ok_rows(hits, len(distinct))
+                else:
+                    minimum = plan.threshold(field_type, method)
+                    if minimum > 0 and hits.num_rows:
+                        hits = hits.filter(pc.greater_equal(hits.column("confidence"), minimum))
+                if not hits.num_rows:
+                    continue
+                rows, hit_pos = rows_of_hits(indices, hits.column("index").to_numpy(), len(distinct))
+                parts.append(
+                    build_findings(rows=rows, hit_pos=hit_pos, hits=hits, distinct=distinct, column=column,
+                                   field=field_type, method=method, first_row=first_row)
+                )
+        return concat_findings(parts) if parts else empty_findings()
+
+
+_STRINGABLE = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean, pa.types.is_decimal,
+               pa.types.is_date, pa.types.is_timestamp, pa.types.is_time)
+
+
+def column_as_strings(batch: pa.RecordBatch, column: str) -> pa.Array:
+    """The column as UTF-8 text, validated; scalars of other types are cast, nested types refused."""
+    index = batch.schema.get_field_index(column)
+    if index < 0:
+        raise InvalidInput(
+            f"column {column!r} is not in the batch; the batch has {batch.schema.names[:20]}"
+        )
+    if batch.schema.get_all_field_indices(column) != [index]:
+        raise InvalidInput(f"column {column!r} appears more than once in the batch")
+    array = batch.column(index)
+    ipc.validate(array, column)
+    kind = array.type
+    if pa.types.is_dictionary(kind):
+        array, kind = array.dictionary_decode(), kind.value_type
+    if pa.types.is_string(kind):
+        return array
+    if pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+        return array.cast(pa.string())
+    if pa.types.is_null(kind):
+        return pa.nulls(len(array), pa.string())
+    if any(test(kind) for test in _STRINGABLE):
+        return array.cast(pa.string())
+    raise InvalidInput(
+        f"column {column!r} has type {kind}; dqd checks text and scalar columns — send it as string"
+    )
+
+
+def _with_ok_rows(hits: pa.RecordBatch, n_distinct: int) -> pa.RecordBatch:
+    """Emit-all mode: add a score-0 ``OK`` hit for every distinct value the method did not flag."""
+    flagged = np.zeros(n_distinct, dtype=bool)
+    flagged[hits.column("index").to_numpy()] = True
+    return concat_hits([hits, make_hits(np.flatnonzero(~flagged), OK_CODE, "", 0.0)])

@@ -1,0 +1,1 @@
+"""gRPC servicers: validate, convert from protobuf, call the engine, convert back."""
