@@ -3,6 +3,7 @@
     DqdError
     ├── InvalidInput    bad config or data the caller must fix   -> INVALID_ARGUMENT
     ├── NotFound        a job or resource that does not exist      -> NOT_FOUND
+    ├── AlreadyExists   a job key that names a completed/running job -> ALREADY_EXISTS
     ├── TooLarge        input over a configured limit              -> RESOURCE_EXHAUSTED
     └── NotReady        rules/models still loading or shutting down -> UNAVAILABLE
 """
@@ -19,6 +20,10 @@ class InvalidInput(DqdError):
 
 class NotFound(DqdError):
     """A named job or resource does not exist."""
+
+
+class AlreadyExists(DqdError):
+    """A job with this client job key already completed (or is running in another stream)."""
 
 
 class TooLarge(DqdError):

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from ..engine.errors import DqdError, InvalidInput, NotFound, NotReady, TooLarge
+from ..engine.errors import AlreadyExists, DqdError, InvalidInput, NotFound, NotReady, TooLarge
 
 log = logging.getLogger("dqd.servicer")
 
@@ -18,6 +18,7 @@ STATUS_OF: dict[type[DqdError], grpc.StatusCode] = {
     NotFound: grpc.StatusCode.NOT_FOUND,
     TooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     NotReady: grpc.StatusCode.UNAVAILABLE,
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
 }
 
 F = TypeVar("F", bound=Callable[..., Any])
