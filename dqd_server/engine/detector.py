@@ -36,6 +36,11 @@ class Detector(Protocol):
         """One line on what the field type holds (for ListFields)."""
         ...
 
+    def context_free(self, field: str) -> bool:
+        """True when a value's hits do not depend on the other values of the call, so the engine
+        may remember them across batches (``cache.VerdictCache``)."""
+        ...
+
     def detect(self, field: str, values: pa.StringArray) -> pa.RecordBatch:
         """Return hits (``hits.HITS_SCHEMA``) for the distinct ``values`` (nulls included, each once).
 

@@ -23,8 +23,25 @@ _CHUNK = 4096  # query rows per cdist call (bounds the score matrix)
 _NONE, _UNKNOWN, _CASE, _NEAR = 0, 1, 2, 3  # token status, also the preference when picking one per value
 
 
+def _ascii_shape_table() -> np.ndarray:
+    table = np.arange(256, dtype=np.uint8)
+    table[ord("A"): ord("Z") + 1] = ord("A")
+    table[ord("a"): ord("z") + 1] = ord("a")
+    table[ord("0"): ord("9") + 1] = ord("9")
+    return table
+
+
+_ASCII_SHAPE = _ascii_shape_table()
+
+
 def signature(values: pa.Array) -> pa.Array:
     """Shape of each value: upper-case letter -> A, other letter -> a, digit -> 9, everything else kept."""
+    if pa.types.is_string(values.type) and pc.all(pc.string_is_ascii(values)).as_py() is not False:
+        # ASCII fast path: one table lookup over the data buffer; the offsets stay valid
+        validity, offsets, data = values.buffers()
+        shaped = pa.py_buffer(_ASCII_SHAPE[np.frombuffer(data, dtype=np.uint8)]) if data is not None else None
+        return pa.StringArray.from_buffers(len(values), offsets, shaped, validity, values.null_count,
+                                           values.offset)
     sig = pc.replace_substring_regex(values, r"\p{Nd}", "9")
     sig = pc.replace_substring_regex(sig, r"\p{Lu}", "A")
     return pc.replace_substring_regex(sig, r"[\p{Ll}\p{Lt}\p{Lm}\p{Lo}]", "a")
@@ -143,6 +160,11 @@ class PatternDetector:
         if field not in self._specs:
             raise InvalidInput(f"unknown field type {field!r}; known: {sorted(self._specs)}")
         return self._specs[field].description
+
+    def context_free(self, field: str) -> bool:
+        """Rarity compares a value with the others of the call; everything else is per value."""
+        state = self._fields.get(field)
+        return state is None or state.spec.rarity is None
 
     def detect(self, field: str, values: pa.StringArray) -> pa.RecordBatch:
         """Hits for the distinct ``values``; rarity (if enabled) is measured over these distinct values."""

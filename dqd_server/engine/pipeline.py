@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import ipc
+from .cache import VerdictCache
 from .detector import Detector, MethodInfo, build_detectors
 from .errors import InvalidInput
 from .findings import build_findings, concat_findings, empty_findings, rows_of_hits
@@ -39,12 +40,15 @@ class Plan:
 class Engine:
     """Runs the detectors of a rules/model repository over Arrow record batches."""
 
-    def __init__(self, detectors: Mapping[str, Detector]) -> None:
+    def __init__(self, detectors: Mapping[str, Detector], cache: VerdictCache | None = None) -> None:
         self.detectors = dict(detectors)
+        self.cache = cache
+        self._versions = {(m, f): info.version for m, d in self.detectors.items() for f, info in d.fields().items()}
 
     @classmethod
-    def from_repository(cls, root: Path, methods: list[str] | None = None) -> "Engine":
-        return cls(build_detectors(root, methods))
+    def from_repository(cls, root: Path, methods: list[str] | None = None,
+                        cache: VerdictCache | None = None) -> "Engine":
+        return cls(build_detectors(root, methods), cache)
 
     def fields(self) -> dict[str, dict[str, MethodInfo]]:
         """Field type -> method -> (version, checks), for every loaded detector."""
@@ -112,7 +116,7 @@ class Engine:
             distinct = encoded.dictionary
             indices = encoded.indices.to_numpy(zero_copy_only=False)
             for method in plan.methods:
-                hits = self.detectors[method].detect(field_type, distinct)
+                hits = self._hits(method, field_type, distinct)
                 if plan.emit_all:
                     hits = _with_ok_rows(hits, len(distinct))
                 else:
@@ -127,6 +131,14 @@ class Engine:
                                    field=field_type, method=method, first_row=first_row)
                 )
         return concat_findings(parts) if parts else empty_findings()
+
+
+    def _hits(self, method: str, field_type: str, distinct: pa.Array) -> pa.RecordBatch:
+        detector = self.detectors[method]
+        if self.cache is None or not detector.context_free(field_type):
+            return detector.detect(field_type, distinct)
+        key = (method, field_type, self._versions[(method, field_type)])
+        return self.cache.detect(key, distinct, lambda values: detector.detect(field_type, values))
 
 
 _STRINGABLE = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean, pa.types.is_decimal,

@@ -301,6 +301,9 @@ class ValidationDetector:
         except KeyError:
             raise InvalidInput(f"unknown field type {field!r}; known: {sorted(self._specs)}") from None
 
+    def context_free(self, field: str) -> bool:
+        return True  # every check looks at one value only
+
     def detect(self, field: str, values: pa.StringArray) -> pa.RecordBatch:
         spec = self._spec(field)
         values = as_strings(values)

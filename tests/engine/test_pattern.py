@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from dqd_server.engine import detector
@@ -197,3 +198,16 @@ def test_bundled_known_values(bundled: PatternDetector) -> None:
     assert run(bundled, "season", ["SS24", "AW23", "Spring/Summer 2024", "Autumn/Winter 2023"]) == {}
     assert codes(run(bundled, "season", ["ss24", "Sprng/Summer 2024"])) == {"ss24": "BAD_FORMAT",
                                                                             "Sprng/Summer 2024": "BAD_FORMAT"}
+
+
+@pytest.mark.parametrize("values", [
+    ["Ab-12", None, "", "xyz 9!", "TS-104233"],   # ASCII: buffer lookup fast path
+    ["ÄB1", "Größe 42", None, "x"],               # non-ASCII: RE2 path
+])
+def test_signature_fast_path_matches_regex_path(values: list) -> None:
+    arr = pa.array(values, pa.string())
+    for part in (arr, arr.slice(1), arr.slice(2, 2)):
+        regex = pc.replace_substring_regex(part, r"\p{Nd}", "9")
+        regex = pc.replace_substring_regex(regex, r"\p{Lu}", "A")
+        regex = pc.replace_substring_regex(regex, r"[\p{Ll}\p{Lt}\p{Lm}\p{Lo}]", "a")
+        assert signature(part).to_pylist() == regex.to_pylist()

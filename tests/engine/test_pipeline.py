@@ -33,6 +33,9 @@ class ShoutDetector:
     def describe(self, field: str) -> str:
         return "a word"
 
+    def context_free(self, field: str) -> bool:
+        return True
+
     def detect(self, field: str, values: pa.StringArray) -> pa.RecordBatch:
         self.seen.append(len(values))
         upper = pc.fill_null(pc.and_(pc.utf8_is_upper(values), pc.greater(pc.utf8_length(values), 1)), False)
