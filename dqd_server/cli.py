@@ -1,14 +1,16 @@
-"""The ``dqd`` command: ``dqd serve`` runs the server, ``dqd demo`` shows it end to end."""
+"""The ``dqd`` command: ``dqd serve`` runs the server, ``dqd config`` lists the settings, ``dqd demo`` shows
+it end to end."""
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
-from .config import Settings, SettingsError
+from .config import Settings, SettingsError, settings_markdown
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -18,6 +20,11 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--host", help="address to bind (default: API_HOST or 0.0.0.0)")
     serve.add_argument("--port", type=int, help="port (default: API_PORT or 50051; 0 picks a free one)")
     serve.add_argument("--rules", type=Path, help="rules/model repository (default: MODEL_PATH or bundled)")
+    serve.add_argument("--workers", type=int, help="server processes sharing the port (default: API_WORKERS or 1)")
+    serve.add_argument("--metrics-port", type=int,
+                       help="Prometheus /metrics port (default: METRICS_PORT or 9090; 0 picks a free one)")
+    config = sub.add_parser("config", help="list every setting (environment variable), its value and meaning")
+    config.add_argument("--markdown", action="store_true", help="print the defaults as a Markdown table")
     demo = sub.add_parser("demo", help="start a server, stream a generated catalog with injected errors, "
                                        "print the summary with precision and recall")
     demo.add_argument("--rows", type=int, default=200_000, help="catalog rows (default 200000)")
@@ -27,41 +34,87 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--target", help="use this running server instead of starting one")
     args = parser.parse_args(argv)
 
+    if args.command == "config" and args.markdown:
+        print(settings_markdown())
+        return
     try:
         if args.command == "serve":
-            settings = Settings.from_env(api_host=args.host, api_port=args.port, model_path=args.rules)
+            settings = Settings.from_env(api_host=args.host, api_port=args.port, model_path=args.rules,
+                                         api_workers=args.workers, metrics_port=args.metrics_port)
         else:
             settings = Settings.from_env()
     except SettingsError as exc:
         parser.exit(2, f"dqd: configuration error: {exc}\n")
-    _setup_logging(settings.log_level)
 
+    if args.command == "config":
+        values = settings.to_env()
+        for name, default, text in Settings.describe():
+            print(f"{name}={values[name]}    # {text} (default {default})")
+        return
     if args.command == "serve":
-        from .server import serve as run_server
-
-        def ready(address: str) -> None:
-            print(f"dqd listening on {address}", flush=True)
-
-        asyncio.run(run_server(settings, on_ready=ready))
+        sys.exit(_serve(settings))
     else:
+        _setup_logging(settings.effective_log_level)
         from .demo import run_demo
 
         sys.exit(run_demo(rows=args.rows, error_rate=args.error_rate, batch_size=args.batch_size,
                           seed=args.seed, target=args.target))
 
 
+def _serve(settings: Settings) -> int:
+    """``dqd serve``: one server process, a supervisor of API_WORKERS processes, or one of its workers."""
+    from .server import StartupError
+    from .workers import WORKER_ENV, run_supervisor
+
+    worker = os.environ.get(WORKER_ENV)  # internal: set by the supervisor for the processes it starts
+    multi = worker is not None or settings.api_workers > 1
+    fields: dict[str, object] = {}
+    if multi:
+        fields = {"worker": int(worker)} if worker is not None else {"role": "supervisor"}
+        fields["pid"] = os.getpid()
+    _setup_logging(settings.effective_log_level, fields)
+    if worker is None:
+        for note in settings.unenforced():
+            logging.getLogger("dqd.config").warning(note)
+
+    def ready(address: str) -> None:
+        print(f"dqd listening on {address}", flush=True)
+
+    def metrics_ready(address: str) -> None:
+        print(f"dqd metrics on http://{address}/metrics", flush=True)
+
+    try:
+        if worker is None and settings.api_workers > 1:
+            return run_supervisor(settings, on_ready=ready, on_metrics=metrics_ready)
+        from .server import serve as run_server
+
+        asyncio.run(run_server(settings, on_ready=ready, on_metrics=metrics_ready, worker=worker))
+    except StartupError as exc:
+        print(f"dqd: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per log line, so log shippers need no parsing rules."""
+    """One JSON object per log line, so log shippers need no parsing rules.
+
+    ``fields`` go into every line: with API_WORKERS > 1, ``worker`` (0…N-1) and ``pid`` in the workers'
+    lines, ``role: supervisor`` and ``pid`` in the supervisor's.
+    """
+
+    def __init__(self, fields: dict[str, object] | None = None) -> None:
+        super().__init__()
+        self.fields = dict(fields or {})
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {"ts": self.formatTime(record), "level": record.levelname, "logger": record.name,
-                 "msg": record.getMessage()}
+                 **self.fields, "msg": record.getMessage()}
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry)
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str, fields: dict[str, object] | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter(fields))
     logging.basicConfig(level=level.upper(), handlers=[handler])

@@ -11,24 +11,34 @@ from collections.abc import Mapping
 from types import TracebackType
 
 READY_PREFIX = "dqd listening on "
+METRICS_PREFIX = "dqd metrics on "
 
 
 class ServerProcess:
     """``with ServerProcess() as srv: srv.target`` — a server subprocess, stopped on exit."""
 
     def __init__(self, *, env: Mapping[str, str] | None = None, args: tuple[str, ...] = (),
-                 port: int | None = 0, startup_timeout: float = 60.0) -> None:
-        """``port=None`` leaves the port to API_PORT in ``env``; the default 0 picks a free one."""
+                 port: int | None = 0, metrics_port: int | None = 0, startup_timeout: float = 60.0) -> None:
+        """``port=None`` leaves the port to API_PORT in ``env``; the default 0 picks a free one.
+        ``metrics_port`` likewise for the Prometheus endpoint (METRICS_PORT); read it back as ``metrics_port``
+        (0 while metrics are off)."""
         self.env = {**os.environ, **(env or {})}
         self.args = args if port is None else ("--port", str(port), *args)
+        if metrics_port is not None:
+            self.args = ("--metrics-port", str(metrics_port), *self.args)
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
+        self.metrics_port = 0
         self.output: list[str] = []
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def start(self) -> "ServerProcess":
         cmd = [sys.executable, "-m", "dqd_server", "serve", "--host", "127.0.0.1", *self.args]
@@ -44,6 +54,8 @@ class ServerProcess:
                 continue
             if line is None:
                 break
+            if line.startswith(METRICS_PREFIX):
+                self.metrics_port = int(line.rsplit(":", 1)[1].split("/", 1)[0])
             if line.startswith(READY_PREFIX):
                 self.port = int(line[len(READY_PREFIX):].rsplit(":", 1)[1])
                 return self

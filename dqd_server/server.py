@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -13,6 +15,8 @@ from grpc_reflection.v1alpha import reflection
 from ._proto import detection_pb2, detection_pb2_grpc
 from .config import Settings
 from .engine import Engine
+from .engine.cache import VerdictCache
+from .metrics import Metrics, MetricsInterceptor, serve_http
 from .servicers.detection import DetectionServicer, EngineHolder
 
 log = logging.getLogger("dqd.server")
@@ -21,22 +25,37 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
+class StartupError(RuntimeError):
+    """The server cannot start (a port is taken, …); ``dqd`` prints it and exits 1."""
+
+
 class DqdServer:
     """One dqd server process: start, load rules, serve until stopped."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, reuse_port: bool = False, metrics: Metrics | None = None) -> None:
+        """``reuse_port``: share the port with sibling workers (SO_REUSEPORT); off, a taken port is an error.
+        ``metrics``: record Prometheus metrics (RPCs via an interceptor, batches via the servicer hook)."""
         self.settings = settings
+        self.reuse_port = reuse_port
+        self.metrics = metrics
         self.holder = EngineHolder()
         self.health = health.aio.HealthServicer()
         size = settings.max_file_size
-        self.server = grpc.aio.server(options=[
-            ("grpc.max_receive_message_length", size),
-            ("grpc.max_send_message_length", size),
-            ("grpc.so_reuseport", 0),
-        ])
+        self.server = grpc.aio.server(
+            interceptors=[MetricsInterceptor(metrics)] if metrics else None,
+            options=[
+                ("grpc.max_receive_message_length", size),
+                ("grpc.max_send_message_length", size),
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
+                # long streams: accept client keepalive pings every 10 s, also between messages
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+                ("grpc.http2.max_ping_strikes", 0),
+            ])
         detection_pb2_grpc.add_DetectionServiceServicer_to_server(
-            DetectionServicer(self.holder, max_batch_rows=settings.max_batch_rows,
-                              max_rows_per_call=settings.max_rows_per_call), self.server)
+            DetectionServicer(self.holder, max_batch_size=settings.max_batch_size,
+                              max_rows_per_call=settings.max_rows_per_call,
+                              on_batch=metrics.batch_done if metrics else None), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
@@ -45,18 +64,35 @@ class DqdServer:
         self._stopped = asyncio.Event()
 
     async def start(self) -> int:
-        """Bind and start (health NOT_SERVING), then load the rules and report SERVING."""
+        """Bind and start (health NOT_SERVING), then load the rules and report SERVING.
+
+        A worker sharing the port loads the rules first: it joins the SO_REUSEPORT group only when
+        it can serve, so the kernel never hands a new connection to a worker that is still loading.
+        """
         await self._set_health(NOT_SERVING)
+        if self.reuse_port:
+            await self._load()
         address = f"{self.settings.api_host}:{self.settings.api_port}"
-        self.port = self.server.add_insecure_port(address)
+        try:
+            self.port = self.server.add_insecure_port(address)
+        except RuntimeError:  # grpcio >= 1.5x raises; older versions returned 0
+            self.port = 0
         if self.port == 0:
-            raise RuntimeError(f"could not bind {address}")
+            raise StartupError(f"could not bind {address} (API_HOST/API_PORT): the port is taken or the "
+                               "address is not local")
         await self.server.start()
-        engine = await asyncio.to_thread(Engine.from_repository, self.settings.model_path)
-        self.holder.engine = engine
+        if not self.reuse_port:
+            await self._load()
         await self._set_health(SERVING)
-        log.info("rules loaded from %s: %d field types", self.settings.model_path, len(engine.fields()))
         return self.port
+
+    async def _load(self) -> None:
+        cache = VerdictCache(ttl=self.settings.cache_ttl) if self.settings.enable_cache else None
+        engine = await asyncio.to_thread(Engine.from_repository, self.settings.model_path, None, cache)
+        if self.metrics:
+            self.metrics.instrument(engine)
+        self.holder.engine = engine
+        log.info("rules loaded from %s: %d field types", self.settings.model_path, len(engine.fields()))
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: NOT_SERVING and refuse new work at once, let load balancers notice for
@@ -75,21 +111,54 @@ class DqdServer:
             await self.health.set(name, status)
 
 
-async def serve(settings: Settings, on_ready: Callable[[str], None] | None = None) -> None:
-    """Run until SIGTERM/SIGINT; ``on_ready`` gets ``host:port`` once rules are loaded."""
-    server = DqdServer(settings)
-    port = await server.start()
+async def serve(settings: Settings, on_ready: Callable[[str], None] | None = None, *,
+                on_metrics: Callable[[str], None] | None = None, worker: str | None = None) -> None:
+    """Run until SIGTERM/SIGINT; ``on_ready`` gets ``host:port`` once rules are loaded.
+
+    Alone (``worker`` None) the process serves its own /metrics on METRICS_PORT and ``on_metrics`` gets
+    that ``host:port``. As worker ``worker`` of a supervisor (``workers.py``) it shares the port with its
+    siblings, writes metrics for the supervisor to serve, and stops when the supervisor goes away.
+    """
     loop = asyncio.get_running_loop()
+    if settings.parallel_workers:
+        loop.set_default_executor(ThreadPoolExecutor(settings.parallel_workers, thread_name_prefix="dqd-check"))
+    metrics = Metrics.get(worker or "0") if settings.metrics_enabled else None
+    if metrics and worker is None:
+        try:
+            _, metrics_port = serve_http(settings.api_host, settings.metrics_port)
+        except OSError as exc:
+            raise StartupError(f"cannot serve metrics on {settings.api_host}:{settings.metrics_port} "
+                               f"(METRICS_PORT): {exc.strerror or exc}") from None
+        if on_metrics:
+            on_metrics(f"{settings.api_host}:{metrics_port}")
+    server = DqdServer(settings, reuse_port=worker is not None, metrics=metrics)
+    port = await server.start()
     stopping: list[asyncio.Task[None]] = []
+
+    def stop(reason: str) -> None:
+        if not stopping:  # a second signal does not start a second drain
+            stopping.append(loop.create_task(_stop(server, reason)))
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda s=sig: stopping.append(loop.create_task(_stop(server, s))))
+        loop.add_signal_handler(sig, stop, sig.name)
+    orphan_watch = loop.create_task(_watch_parent(os.getppid(), stop)) if worker is not None else None
     if on_ready:
         on_ready(f"{settings.api_host}:{port}")
     await server.wait()
     for task in stopping:
         await task
+    if orphan_watch:
+        orphan_watch.cancel()
 
 
-async def _stop(server: DqdServer, sig: signal.Signals) -> None:
-    log.info("received %s: draining for up to %.0fs", sig.name, server.settings.shutdown_grace)
+async def _stop(server: DqdServer, reason: str) -> None:
+    log.info("received %s: draining for up to %.0fs", reason, server.settings.shutdown_grace)
     await server.stop()
+
+
+async def _watch_parent(parent: int, stop: Callable[[str], None]) -> None:
+    """A worker whose supervisor died (SIGKILL, crash) drains and exits instead of serving on alone."""
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    log.warning("supervisor (pid %d) is gone", parent)
+    stop("supervisor exit")

@@ -8,6 +8,7 @@ the call (``Detector.context_free``) are cached.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,13 +25,16 @@ Key = tuple[str, str, str]  # (method, field type, version)
 class _Entry:
     values: pa.Array  # remembered distinct values (at most one null)
     hits: pa.RecordBatch  # index -> position in ``values``
+    born: float  # time.monotonic() when this key started afresh
 
 
 class VerdictCache:
-    """Thread-safe, bounded: when a key would exceed ``max_values`` it starts afresh (cheap, no LRU walk)."""
+    """Thread-safe and bounded: a key whose values would exceed ``max_values``, or that is older than
+    ``ttl`` seconds, starts afresh (cheap, no LRU walk)."""
 
-    def __init__(self, max_values: int = 250_000) -> None:
+    def __init__(self, max_values: int = 250_000, ttl: float = 3600.0) -> None:
         self.max_values = max_values
+        self.ttl = ttl
         self._entries: dict[Key, _Entry] = {}
         self._lock = threading.Lock()
         self.hits = 0  # values answered from the cache
@@ -40,6 +44,8 @@ class VerdictCache:
                run: Callable[[pa.Array], pa.RecordBatch]) -> pa.RecordBatch:
         """Hits for ``values`` (distinct), running ``run`` only on values not seen before."""
         entry = self._entries.get(key)
+        if entry is not None and time.monotonic() - entry.born > self.ttl:
+            entry = None
         if entry is None:
             fresh = run(values)
             self._store(key, None, values, fresh)
@@ -76,15 +82,15 @@ class VerdictCache:
     def _store(self, key: Key, old: _Entry | None, new_values: pa.Array, new_hits: pa.RecordBatch) -> None:
         with self._lock:
             current = self._entries.get(key)
-            if current is not old:  # another thread stored first; its entry is as good as ours
+            if old is not None and current is not old:  # another thread stored first; as good as ours
                 return
             if old is None or len(old.values) + len(new_values) > self.max_values:
-                self._entries[key] = _Entry(new_values, new_hits)
+                self._entries[key] = _Entry(new_values, new_hits, time.monotonic())
                 return
             offset = len(old.values)
             shifted = _reindex(new_hits, new_hits.column("index").to_numpy() + offset)
             self._entries[key] = _Entry(pa.concat_arrays([old.values, new_values.cast(old.values.type)]),
-                                        concat_hits([old.hits, shifted]))
+                                        concat_hits([old.hits, shifted]), old.born)
 
 
 def _reindex(hits: pa.RecordBatch, index: np.ndarray) -> pa.RecordBatch:

@@ -4,7 +4,8 @@ Protocol-neutral: speaks Arrow and plain Python, raises ``errors.InvalidInput`` 
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,8 @@ class Engine:
     def __init__(self, detectors: Mapping[str, Detector], cache: VerdictCache | None = None) -> None:
         self.detectors = dict(detectors)
         self.cache = cache
+        # called once per method and batch with the seconds it took (detection + cache), e.g. by metrics
+        self.observe: Callable[[str, float], None] | None = None
         self._versions = {(m, f): info.version for m, d in self.detectors.items() for f, info in d.fields().items()}
 
     @classmethod
@@ -106,6 +109,7 @@ class Engine:
     def detect(self, plan: Plan, batch: pa.RecordBatch, first_row: int = 0) -> pa.RecordBatch:
         """Findings (``findings.FINDINGS_SCHEMA``) for one batch, rows numbered from ``first_row``."""
         parts: list[pa.RecordBatch] = []
+        spent = dict.fromkeys(plan.methods, 0.0)
         for column, field_type in plan.columns.items():
             values = column_as_strings(batch, column)
             if len(values) == 0:
@@ -116,7 +120,9 @@ class Engine:
             distinct = encoded.dictionary
             indices = encoded.indices.to_numpy(zero_copy_only=False)
             for method in plan.methods:
+                started = time.perf_counter()
                 hits = self._hits(method, field_type, distinct)
+                spent[method] += time.perf_counter() - started
                 if plan.emit_all:
                     hits = _with_ok_rows(hits, len(distinct))
                 else:
@@ -130,8 +136,10 @@ class Engine:
                     build_findings(rows=rows, hit_pos=hit_pos, hits=hits, distinct=distinct, column=column,
                                    field=field_type, method=method, first_row=first_row)
                 )
+        if self.observe is not None:
+            for method, seconds in spent.items():
+                self.observe(method, seconds)
         return concat_findings(parts) if parts else empty_findings()
-
 
     def _hits(self, method: str, field_type: str, distinct: pa.Array) -> pa.RecordBatch:
         detector = self.detectors[method]

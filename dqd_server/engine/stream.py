@@ -19,6 +19,7 @@ class BatchResult:
     first_row: int
     num_rows: int
     findings: pa.RecordBatch
+    counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # flagged (column, field, method)
 
 
 @dataclass
@@ -52,8 +53,8 @@ class StreamSession:
                            f"the limit is {self.max_batch_rows} rows per batch — send smaller batches")
         first_row = self.summary.rows
         findings = self.engine.detect(self.plan, batch, first_row)
-        result = BatchResult(self.summary.batches, first_row, batch.num_rows, findings)
-        self._count(batch.num_rows, findings)
+        result = BatchResult(self.summary.batches, first_row, batch.num_rows, findings, flagged_counts(findings))
+        self._count(result)
         return result
 
     def finish(self) -> Summary:
@@ -70,20 +71,23 @@ class StreamSession:
                 f"{_describe(self._schema)}, got {_describe(batch.schema)}; start a new stream for a new schema"
             )
 
-    def _count(self, num_rows: int, findings: pa.RecordBatch) -> None:
+    def _count(self, result: BatchResult) -> None:
         s = self.summary
-        s.rows += num_rows
+        s.rows += result.num_rows
         s.batches += 1
-        s.cells_checked += num_rows * len(self.plan.columns)
-        if findings.num_rows:
-            flagged = findings.filter(pc.not_equal(findings.column("code"), OK_CODE))
-            s.findings += flagged.num_rows
-            if flagged.num_rows:
-                grouped = pa.table(flagged.select(["column", "field", "method"])).group_by(
-                    ["column", "field", "method"]).aggregate([([], "count_all")])
-                names = ["column", "field", "method", "count_all"]
-                for col, fld, meth, n in zip(*(grouped.column(c).to_pylist() for c in names)):
-                    s.counts[(col, fld, meth)] += n
+        s.cells_checked += result.num_rows * len(self.plan.columns)
+        s.findings += sum(result.counts.values())
+        s.counts.update(result.counts)
+
+
+def flagged_counts(findings: pa.RecordBatch) -> Counter[tuple[str, str, str]]:
+    """Findings per (column, field, method), leaving out the ``OK`` rows of emit-all mode."""
+    flagged = findings.filter(pc.not_equal(findings.column("code"), OK_CODE)) if findings.num_rows else findings
+    if not flagged.num_rows:
+        return Counter()
+    keys = ["column", "field", "method"]
+    grouped = pa.table(flagged.select(keys)).group_by(keys).aggregate([([], "count_all")])
+    return Counter({(c, f, m): n for c, f, m, n in zip(*(grouped.column(k).to_pylist() for k in [*keys, "count_all"]))})
 
 
 def _describe(schema: pa.Schema) -> str:

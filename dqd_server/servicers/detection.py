@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
+import pyarrow as pa
 
 from .._proto import detection_pb2 as pb
 from .._proto import detection_pb2_grpc as pb_grpc
-from ..engine import Engine, InvalidInput, NotReady, Plan, StreamSession, TooLarge
+from ..engine import BatchResult, Engine, InvalidInput, NotReady, Plan, StreamSession, TooLarge
 from ..engine.ipc import decode_batch, encode_batch
 from . import convert
 from .errors import maps_errors
@@ -33,10 +34,13 @@ class EngineHolder:
 
 
 class DetectionServicer(pb_grpc.DetectionServiceServicer):
-    def __init__(self, holder: EngineHolder, *, max_batch_rows: int, max_rows_per_call: int) -> None:
+    def __init__(self, holder: EngineHolder, *, max_batch_size: int, max_rows_per_call: int,
+                 on_batch: Callable[[BatchResult], None] | None = None) -> None:
+        """``on_batch`` (e.g. metrics) sees every checked batch, in the worker thread that checked it."""
         self.holder = holder
-        self.max_batch_rows = max_batch_rows
+        self.max_batch_size = max_batch_size
         self.max_rows_per_call = max_rows_per_call
+        self.on_batch = on_batch
 
     @maps_errors
     async def Detect(
@@ -48,12 +52,12 @@ class DetectionServicer(pb_grpc.DetectionServiceServicer):
             raise InvalidInput("the first Detect message must be a config (DetectRequest.config) naming "
                                "the columns to check and their field types")
         plan = _plan(engine, first.config)
-        session = StreamSession(engine, plan, max_batch_rows=self.max_batch_rows)
+        session = StreamSession(engine, plan, max_batch_rows=self.max_batch_size)
         async for request in request_iterator:
             if request.WhichOneof("payload") != "arrow_batch":
                 raise InvalidInput(f"message {session.summary.batches + 1} of the stream is not an arrow_batch; "
                                    "send the config once, first, then only batches")
-            result = await asyncio.to_thread(_feed, session, request.arrow_batch)
+            result = await asyncio.to_thread(_feed, session, request.arrow_batch, self.on_batch)
             yield pb.DetectResponse(findings=pb.BatchFindings(
                 batch_index=result.batch_index, first_row=result.first_row, num_rows=result.num_rows,
                 num_findings=result.findings.num_rows, arrow_batch=encode_batch(result.findings)))
@@ -73,7 +77,7 @@ class DetectionServicer(pb_grpc.DetectionServiceServicer):
                            request.emit == pb.EMIT_MODE_ALL)
         batch = convert.rows_to_batch(list(plan.columns), request.rows)
         session = StreamSession(engine, plan)
-        result = await asyncio.to_thread(session.feed, batch)
+        result = await asyncio.to_thread(_feed, session, batch, self.on_batch)
         return pb.DetectRowsResponse(findings=convert.findings_to_proto(result.findings),
                                      summary=convert.summary_to_proto(session.finish()))
 
@@ -89,5 +93,9 @@ def _plan(engine: Engine, config: pb.DetectConfig) -> Plan:
                        config.emit == pb.EMIT_MODE_ALL)
 
 
-def _feed(session: StreamSession, payload: bytes):  # runs in a worker thread
-    return session.feed(decode_batch(payload))
+def _feed(session: StreamSession, data: bytes | pa.RecordBatch,
+          on_batch: Callable[[BatchResult], None] | None) -> BatchResult:  # runs in a worker thread
+    result = session.feed(decode_batch(data) if isinstance(data, bytes) else data)
+    if on_batch is not None:
+        on_batch(result)
+    return result

@@ -47,3 +47,16 @@ def test_cache_keys_on_version_and_handles_nulls_and_bounds() -> None:
     cache.detect(("m", "f", "1"), pa.array(["d", "e", "xf"]), run)  # over max_values: starts afresh
     out = cache.detect(("m", "f", "1"), pa.array(["xf", "a"]), run)
     assert calls[-1] == ["a"] and out.column("index").to_pylist() == [0]
+
+
+def test_cache_ttl_expires_verdicts() -> None:
+    cache = VerdictCache(ttl=0.0)
+    calls: list[list] = []
+
+    def run(values: pa.Array) -> pa.RecordBatch:
+        calls.append(values.to_pylist())
+        return make_hits([], "BAD", "bad", 1.0)
+
+    cache.detect(("m", "f", "1"), pa.array(["a"]), run)
+    cache.detect(("m", "f", "1"), pa.array(["a"]), run)
+    assert calls == [["a"], ["a"]]
