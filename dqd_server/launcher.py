@@ -5,6 +5,7 @@ import os
 import queue
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -21,8 +22,12 @@ class ServerProcess:
                  port: int | None = 0, metrics_port: int | None = 0, startup_timeout: float = 60.0) -> None:
         """``port=None`` leaves the port to API_PORT in ``env``; the default 0 picks a free one.
         ``metrics_port`` likewise for the Prometheus endpoint (METRICS_PORT); read it back as ``metrics_port``
-        (0 while metrics are off)."""
+        (0 while metrics are off). Without DATA_PATH in ``env`` the server gets a temporary one."""
         self.env = {**os.environ, **(env or {})}
+        self._data_dir: tempfile.TemporaryDirectory[str] | None = None
+        if "DATA_PATH" not in (env or {}):
+            self._data_dir = tempfile.TemporaryDirectory(prefix="dqd-data-")
+            self.env["DATA_PATH"] = self._data_dir.name
         self.args = args if port is None else ("--port", str(port), *args)
         if metrics_port is not None:
             self.args = ("--metrics-port", str(metrics_port), *self.args)
@@ -35,6 +40,10 @@ class ServerProcess:
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def data_path(self) -> str:
+        return self.env["DATA_PATH"]
 
     @property
     def metrics_url(self) -> str:
@@ -90,3 +99,5 @@ class ServerProcess:
 
     def __exit__(self, *exc: tuple[type[BaseException], BaseException, TracebackType] | None) -> None:
         self.stop()
+        if self._data_dir is not None:
+            self._data_dir.cleanup()

@@ -5,6 +5,7 @@ import asyncio
 import logging
 import os
 import signal
+from pathlib import Path
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,6 +19,7 @@ from .engine import Engine
 from .engine.cache import VerdictCache
 from .metrics import Metrics, MetricsInterceptor, serve_http
 from .servicers.detection import DetectionServicer, EngineHolder
+from .storage import JobStore
 
 log = logging.getLogger("dqd.server")
 SERVICE_NAME = detection_pb2.DESCRIPTOR.services_by_name["DetectionService"].full_name
@@ -92,6 +94,8 @@ class DqdServer:
         if self.metrics:
             self.metrics.instrument(engine)
         self.holder.engine = engine
+        if self.holder.store is None:
+            self.holder.store = await asyncio.to_thread(open_job_store, self.settings)
         log.info("rules loaded from %s: %d field types", self.settings.model_path, len(engine.fields()))
 
     async def stop(self, grace: float | None = None) -> None:
@@ -101,6 +105,8 @@ class DqdServer:
         await self.health.enter_graceful_shutdown()
         await asyncio.sleep(self.settings.shutdown_delay)
         await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
+        if self.holder.store is not None:
+            self.holder.store.close()
         self._stopped.set()
 
     async def wait(self) -> None:
@@ -109,6 +115,18 @@ class DqdServer:
     async def _set_health(self, status: int) -> None:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, status)
+
+
+def open_job_store(settings: Settings) -> JobStore:
+    """Open (and migrate) the results database; jobs a crashed process left running become failed."""
+    try:
+        store = JobStore(settings.effective_database_url, Path(settings.data_path) / "results")
+    except Exception as exc:  # noqa: BLE001 - any driver error: say which setting to fix
+        raise StartupError(f"cannot open the results database (DATABASE_URL/DATA_PATH): {exc}") from exc
+    stale = store.mark_stale_running_failed(older_than=store.stale_after)
+    if stale:
+        log.warning("marked %d job(s) left running by a stopped server as failed", stale)
+    return store
 
 
 async def serve(settings: Settings, on_ready: Callable[[str], None] | None = None, *,

@@ -1,11 +1,14 @@
-"""Shared fixtures: a real ``dqd serve`` process on a free loopback port."""
+"""Shared fixtures: a real ``dqd serve`` process on a free loopback port; throwaway PostgreSQL databases."""
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 
 import grpc
+import psycopg
 import pytest
+import sqlalchemy as sa
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -30,3 +33,48 @@ def channel(server: ServerProcess) -> Iterator[grpc.Channel]:
 @pytest.fixture(scope="session")
 def stub(channel: grpc.Channel) -> detection_pb2_grpc.DetectionServiceStub:
     return detection_pb2_grpc.DetectionServiceStub(channel)
+
+
+# The server owning the throwaway databases; the URL's database is only used to CREATE/DROP them.
+PG_ADMIN_URL = os.environ.get("DQD_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def _admin_connect() -> psycopg.Connection:
+    u = sa.make_url(PG_ADMIN_URL)
+    return psycopg.connect(host=u.host, port=u.port or 5432, user=u.username, password=u.password,
+                           dbname=u.database or "postgres", autocommit=True, connect_timeout=3)
+
+
+class PgServer:
+    """Creates databases named dqd_test_<random> on the test server and drops them at the end."""
+
+    def __init__(self, admin: psycopg.Connection) -> None:
+        self.admin = admin
+        self.created: list[str] = []
+
+    def new_database(self) -> str:
+        name = f"dqd_test_{uuid.uuid4().hex[:12]}"
+        self.admin.execute(f'CREATE DATABASE "{name}"')
+        self.created.append(name)
+        return sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+    def drop_all(self) -> None:
+        for name in self.created:
+            self.admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    try:
+        admin = _admin_connect()
+    except psycopg.OperationalError as exc:
+        reason = f"PostgreSQL at {PG_ADMIN_URL} is unreachable ({str(exc).strip()[:200]})"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI is set, so the PostgreSQL tests must run", pytrace=False)
+        pytest.skip(f"{reason}; start it or set DQD_TEST_PG_URL (with CI set this fails instead)")
+    server = PgServer(admin)
+    try:
+        yield server
+    finally:
+        server.drop_all()
+        admin.close()

@@ -26,8 +26,8 @@ def test_defaults() -> None:
         "development", False, "INFO", "0.0.0.0", 50051, 1)
     assert s.model_path == BUNDLED_RULES and s.model_device == "auto" and s.model_cache_size == 10
     assert s.data_path == Path("./data") and s.database_url == ""
-    assert s.effective_database_url.startswith("sqlite:///") and s.effective_database_url.endswith("dqd.sqlite3")
-    assert (s.max_batch_size, s.max_file_size, s.max_rows_per_call) == (1_000_000, 64_000_000, 10_000)
+    assert s.effective_database_url.startswith("sqlite:///") and s.effective_database_url.endswith("dqd.db")
+    assert (s.max_batch_size, s.max_file_size, s.max_rows_per_call) == (1_000_000, 64 * 1024**2, 10_000)
     assert (s.metrics_enabled, s.metrics_port, s.tracing_enabled) == (True, 9090, False)
     assert (s.api_key_required, s.rate_limit, s.cors_origins) == (False, 0, "")
     assert (s.shutdown_delay, s.shutdown_grace) == (1.0, 30.0)
@@ -109,7 +109,7 @@ def test_every_setting_is_described_and_documented() -> None:
     table = settings_markdown()
     for name, _, _ in described:
         assert f"| `{name}`" in table
-    assert "| `MAX_FILE_SIZE` | `64MB` |" in table and "| `DATA_PATH` | `./data` |" in table
+    assert "| `MAX_FILE_SIZE` | `64MiB` |" in table and "| `DATA_PATH` | `./data` |" in table
 
 
 def test_to_env_round_trips() -> None:

@@ -7,6 +7,7 @@ import pyarrow as pa
 
 from .._proto import detection_pb2 as pb
 from ..engine import MethodInfo, Summary
+from ..storage import JobRecord
 
 
 def summary_to_proto(summary: Summary) -> pb.DetectSummary:
@@ -48,3 +49,16 @@ def fields_to_proto(
                               for m, i in methods.items()])
         for name, methods in fields.items()
     ])
+
+
+JOB_STATUS = {"running": pb.JOB_STATUS_RUNNING, "completed": pb.JOB_STATUS_COMPLETED,
+              "failed": pb.JOB_STATUS_FAILED, "cancelled": pb.JOB_STATUS_CANCELLED}
+
+
+def job_to_proto(job: JobRecord) -> pb.Job:
+    return pb.Job(
+        job_id=job.id, job_key=job.job_key or "", status=JOB_STATUS.get(job.status, pb.JOB_STATUS_UNSPECIFIED),
+        created_at=job.created_at.isoformat(), finished_at=job.finished_at.isoformat() if job.finished_at else "",
+        rows=job.rows, data_file=job.data_file or "", findings_path=job.findings_path or "", error=job.error or "",
+        summary=summary_to_proto(job.summary()),
+    )

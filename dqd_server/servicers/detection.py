@@ -12,6 +12,7 @@ from .._proto import detection_pb2 as pb
 from .._proto import detection_pb2_grpc as pb_grpc
 from ..engine import BatchResult, Engine, InvalidInput, NotReady, Plan, StreamSession, TooLarge
 from ..engine.ipc import decode_batch, encode_batch
+from ..storage import JobHandle, JobStore
 from . import convert
 from .errors import maps_errors
 
@@ -19,11 +20,17 @@ log = logging.getLogger("dqd.detect")
 
 
 class EngineHolder:
-    """The engine currently serving; None while rules load, swapped whole on reload."""
+    """The engine currently serving (None while rules load, swapped whole on reload) and the job store."""
 
     def __init__(self) -> None:
         self.engine: Engine | None = None
+        self.store: JobStore | None = None
         self.accepting = True
+
+    def jobs(self) -> JobStore:
+        if self.store is None:
+            raise NotReady("the job store is not open yet; retry in a moment")
+        return self.store
 
     def get(self) -> Engine:
         if not self.accepting:
@@ -51,20 +58,41 @@ class DetectionServicer(pb_grpc.DetectionServiceServicer):
         if first is None or first.WhichOneof("payload") != "config":
             raise InvalidInput("the first Detect message must be a config (DetectRequest.config) naming "
                                "the columns to check and their field types")
-        plan = _plan(engine, first.config)
-        session = StreamSession(engine, plan, max_batch_rows=self.max_batch_size)
-        async for request in request_iterator:
-            if request.WhichOneof("payload") != "arrow_batch":
-                raise InvalidInput(f"message {session.summary.batches + 1} of the stream is not an arrow_batch; "
-                                   "send the config once, first, then only batches")
-            result = await asyncio.to_thread(_feed, session, request.arrow_batch, self.on_batch)
-            yield pb.DetectResponse(findings=pb.BatchFindings(
-                batch_index=result.batch_index, first_row=result.first_row, num_rows=result.num_rows,
-                num_findings=result.findings.num_rows, arrow_batch=encode_batch(result.findings)))
-        summary = session.finish()
+        config = first.config
+        plan = _plan(engine, config)
+        job = None
+        if config.persist or config.job_key:  # a job key names a stored job, so it implies persist
+            job = await asyncio.to_thread(self.holder.jobs().start, job_key=config.job_key or None,
+                                          data_file=config.data_file, columns=plan.columns, methods=plan.methods)
+        session = StreamSession(engine, plan, job_id=job.job_id if job else None,
+                                max_batch_rows=self.max_batch_size)
+        try:
+            async for request in request_iterator:
+                if request.WhichOneof("payload") != "arrow_batch":
+                    raise InvalidInput(f"message {session.summary.batches + 1} of the stream is not an "
+                                       "arrow_batch; send the config once, first, then only batches")
+                result, payload = await asyncio.to_thread(_feed, session, request.arrow_batch, self.on_batch, job)
+                yield pb.DetectResponse(findings=pb.BatchFindings(
+                    batch_index=result.batch_index, first_row=result.first_row, num_rows=result.num_rows,
+                    num_findings=result.findings.num_rows, arrow_batch=payload))
+            summary = session.finish()
+            # The summary goes out before the job is marked completed: a connection that dropped
+            # can end the reads like a half-close, but then this write fails and the job is cancelled.
+            # The client sees the stream end OK only after ``complete`` returned.
+            yield pb.DetectResponse(summary=convert.summary_to_proto(summary))
+            if job:
+                await asyncio.to_thread(job.complete, summary)
+        except (asyncio.CancelledError, GeneratorExit):
+            if job:  # synchronously: the task is being cancelled, an await here could be cut short
+                job.fail("cancelled", f"the stream was cancelled after {session.summary.rows} rows "
+                                      "(client cancel, disconnect, deadline or server shutdown)")
+            raise
+        except BaseException as exc:
+            if job:
+                job.fail("failed", f"{type(exc).__name__}: {exc}")
+            raise
         log.info("stream %s done: %d rows, %d findings, %.2fs", summary.job_id, summary.rows,
                  summary.findings, summary.elapsed_seconds)
-        yield pb.DetectResponse(summary=convert.summary_to_proto(summary))
 
     @maps_errors
     async def DetectRows(self, request: pb.DetectRowsRequest, context: grpc.aio.ServicerContext
@@ -77,9 +105,17 @@ class DetectionServicer(pb_grpc.DetectionServiceServicer):
                            request.emit == pb.EMIT_MODE_ALL)
         batch = convert.rows_to_batch(list(plan.columns), request.rows)
         session = StreamSession(engine, plan)
-        result = await asyncio.to_thread(_feed, session, batch, self.on_batch)
+        result, _ = await asyncio.to_thread(_feed, session, batch, self.on_batch, None, False)
         return pb.DetectRowsResponse(findings=convert.findings_to_proto(result.findings),
                                      summary=convert.summary_to_proto(session.finish()))
+
+    @maps_errors
+    async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+        which = request.WhichOneof("key")
+        if not which or not getattr(request, which):
+            raise InvalidInput("GetJob needs a job_id or a job_key")
+        record = await asyncio.to_thread(self.holder.jobs().get, **{which: getattr(request, which)})
+        return convert.job_to_proto(record)
 
     @maps_errors
     async def ListFields(self, request: pb.ListFieldsRequest, context: grpc.aio.ServicerContext
@@ -93,9 +129,12 @@ def _plan(engine: Engine, config: pb.DetectConfig) -> Plan:
                        config.emit == pb.EMIT_MODE_ALL)
 
 
-def _feed(session: StreamSession, data: bytes | pa.RecordBatch,
-          on_batch: Callable[[BatchResult], None] | None) -> BatchResult:  # runs in a worker thread
+def _feed(session: StreamSession, data: bytes | pa.RecordBatch, on_batch: Callable[[BatchResult], None] | None,
+          job: JobHandle | None, encode: bool = True) -> tuple[BatchResult, bytes]:
+    """One batch, all off the event loop: decode, check, observe, store, encode the answer."""
     result = session.feed(decode_batch(data) if isinstance(data, bytes) else data)
     if on_batch is not None:
         on_batch(result)
-    return result
+    if job is not None:
+        job.append(result.findings, result.num_rows)
+    return result, encode_batch(result.findings) if encode else b""
