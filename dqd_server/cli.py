@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> None:
                        help="Prometheus /metrics port (default: METRICS_PORT or 9090; 0 picks a free one)")
     config = sub.add_parser("config", help="list every setting (environment variable), its value and meaning")
     config.add_argument("--markdown", action="store_true", help="print the defaults as a Markdown table")
+    hash_key = sub.add_parser("hash-key", help="print the API_KEYS_FILE line for an API key (read from stdin "
+                                               "when not given, so it stays out of the shell history)")
+    hash_key.add_argument("key", nargs="?", help="the API key (default: read one line from stdin)")
     demo = sub.add_parser("demo", help="start a server, stream a generated catalog with injected errors, "
                                        "print the summary with precision and recall")
     demo.add_argument("--rows", type=int, default=200_000, help="catalog rows (default 200000)")
@@ -36,6 +39,14 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.command == "config" and args.markdown:
         print(settings_markdown())
+        return
+    if args.command == "hash-key":
+        from .auth import hash_key as hashed
+
+        key = args.key if args.key is not None else sys.stdin.readline().strip()
+        if not key:
+            parser.exit(2, "dqd: hash-key needs a non-empty key\n")
+        print(hashed(key))
         return
     try:
         if args.command == "serve":

@@ -90,8 +90,14 @@ class Settings:
     parallel_workers: int = _opt(0, "threads per server process checking batches; 0: Python's default "
                                     "(min(32, CPUs + 4))")
     # security
-    api_key_required: bool = _opt(False, "API-key authentication; dqd has none yet, so true is refused at start-up "
-                                         "(authenticate at a proxy instead)")
+    api_key_required: bool = _opt(False, "require a valid x-api-key on every call but health and reflection "
+                                         "(UNAUTHENTICATED otherwise); keys come from API_KEYS_FILE")
+    api_keys_file: str = _opt("", "file of hashed API keys, one 'sha256:<hex>' per line (make one with "
+                                  "`dqd hash-key`); keys never sit in the environment or the repo")
+    tls_cert_file: str = _opt("", "PEM certificate chain: with TLS_KEY_FILE, the gRPC port speaks TLS")
+    tls_key_file: str = _opt("", "PEM private key of TLS_CERT_FILE")
+    tls_client_ca_file: str = _opt("", "PEM CA bundle: clients must present a certificate it signed (mTLS)")
+    max_concurrent_rpcs: int = _opt(0, "calls served at once per process; more get RESOURCE_EXHAUSTED; 0: no limit")
     rate_limit: int = _opt(0, "requests per second per client; 0: off (reserved: not enforced by dqd yet)")
     cors_origins: str = _opt("", "accepted for compatibility, unused: CORS applies to browsers over HTTP, "
                                  "not to a gRPC service")
@@ -171,16 +177,23 @@ class Settings:
         if self.max_file_size > GRPC_MAX_MESSAGE:
             raise SettingsError(f"MAX_FILE_SIZE={self.max_file_size} is over gRPC's limit of {GRPC_MAX_MESSAGE} "
                                 "bytes (2GiB - 1); stream smaller batches instead")
-        for name in ("cache_ttl", "parallel_workers", "rate_limit"):
+        for name in ("cache_ttl", "parallel_workers", "rate_limit", "max_concurrent_rpcs"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name.upper()}={getattr(self, name)} must be >= 0")
         for name in ("shutdown_delay", "shutdown_grace"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name.upper()}={getattr(self, name)} must be >= 0 seconds")
-        if self.api_key_required:
-            raise SettingsError("API_KEY_REQUIRED=true is not supported: dqd has no API-key check yet, and "
-                                "serving without one would be unauthenticated; authenticate at a proxy or "
-                                "mesh in front of dqd and set API_KEY_REQUIRED=false")
+        if self.api_key_required and not self.api_keys_file:
+            raise SettingsError("API_KEY_REQUIRED=true needs API_KEYS_FILE: a file of 'sha256:<hex>' lines "
+                                "(`dqd hash-key KEY` prints one)")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise SettingsError("TLS_CERT_FILE and TLS_KEY_FILE go together: set both for TLS, or neither")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise SettingsError("TLS_CLIENT_CA_FILE (mTLS) needs TLS_CERT_FILE and TLS_KEY_FILE")
+        for name in ("api_keys_file", "tls_cert_file", "tls_key_file", "tls_client_ca_file"):
+            value = getattr(self, name)
+            if value and not Path(value).is_file():
+                raise SettingsError(f"{name.upper()}={value} is not a readable file")
 
     def unenforced(self) -> list[str]:
         """Settings that are accepted but change nothing yet: logged as warnings at start-up."""

@@ -14,6 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ._proto import detection_pb2, detection_pb2_grpc
+from .auth import ApiKeyInterceptor, load_key_hashes, server_credentials
 from .config import Settings
 from .engine import Engine
 from .engine.cache import VerdictCache
@@ -43,8 +44,15 @@ class DqdServer:
         self.holder = EngineHolder()
         self.health = health.aio.HealthServicer()
         size = settings.max_file_size
+        interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(metrics)] if metrics else []
+        if settings.api_key_required:  # after metrics, so refused calls are counted too
+            try:
+                interceptors.append(ApiKeyInterceptor(load_key_hashes(Path(settings.api_keys_file))))
+            except (OSError, ValueError) as exc:
+                raise StartupError(f"API_KEYS_FILE: {exc}") from None
         self.server = grpc.aio.server(
-            interceptors=[MetricsInterceptor(metrics)] if metrics else None,
+            interceptors=interceptors or None,
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
             options=[
                 ("grpc.max_receive_message_length", size),
                 ("grpc.max_send_message_length", size),
@@ -76,7 +84,13 @@ class DqdServer:
             await self._load()
         address = f"{self.settings.api_host}:{self.settings.api_port}"
         try:
-            self.port = self.server.add_insecure_port(address)
+            if self.settings.tls_cert_file:
+                creds = server_credentials(Path(self.settings.tls_cert_file), Path(self.settings.tls_key_file),
+                                           Path(self.settings.tls_client_ca_file) if self.settings.tls_client_ca_file
+                                           else None)
+                self.port = self.server.add_secure_port(address, creds)
+            else:
+                self.port = self.server.add_insecure_port(address)
         except RuntimeError:  # grpcio >= 1.5x raises; older versions returned 0
             self.port = 0
         if self.port == 0:
