@@ -11,6 +11,9 @@ import sys
 from pathlib import Path
 
 from .config import Settings, SettingsError, settings_markdown
+from .tools_cli import COMMANDS as TOOL_COMMANDS
+from .tools_cli import add_subcommands as add_tool_subcommands
+from .tools_cli import run as run_tool
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,7 +38,11 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--batch-size", type=int, default=20_000, help="rows per streamed batch")
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--target", help="use this running server instead of starting one")
+    add_tool_subcommands(sub)
     args = parser.parse_args(argv)
+
+    if args.command in TOOL_COMMANDS:
+        sys.exit(run_tool(args))
 
     if args.command == "config" and args.markdown:
         print(settings_markdown())

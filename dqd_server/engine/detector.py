@@ -1,7 +1,8 @@
 """The one interface every detection method implements, and the registry that plugs methods in.
 
-A new method (ml, llm, dependency, …) is a class with ``method``, ``fields()``, ``describe()`` and
-``detect()`` plus one ``register()`` call; the engine and the servicers need no change.
+A new method (ml, llm, …) is a class with ``method``, ``fields()``, ``describe()`` and ``detect()`` plus one
+``register()`` call; the engine and the servicers need no change. A cross-column method implements
+``TableDetector`` (``detect_table`` over a whole batch) instead, like ``dependency``.
 """
 from __future__ import annotations
 
@@ -49,10 +50,60 @@ class Detector(Protocol):
         ...
 
 
-DetectorFactory = Callable[[Path], Detector]
+TABLE_HITS_SCHEMA = pa.schema(
+    [
+        pa.field("row", pa.int64(), nullable=False),  # batch-local row
+        pa.field("column", pa.string(), nullable=False),  # the flagged column (a key of ``columns``)
+        pa.field("code", pa.string(), nullable=False),
+        pa.field("message", pa.string(), nullable=False),
+        pa.field("confidence", pa.float64(), nullable=False),
+    ]
+)
+
+
+@runtime_checkable
+class TableDetector(Protocol):
+    """Finds bad cells that only show next to the other columns of a row (cross-column checks).
+
+    Registered like a ``Detector``; the engine calls ``detect_table`` once per batch with the whole batch and
+    the plan's column -> field type mapping. A batch holds only part of a table, so what a table detector knows
+    about the table (e.g. learned dependencies) comes from the repository, not from the batch.
+    """
+
+    method: str
+
+    def fields(self) -> Mapping[str, MethodInfo]:
+        """Field types this detector can flag (others in a plan are simply not checked by it)."""
+        ...
+
+    def describe(self, field: str) -> str:
+        ...
+
+    def detect_table(self, batch: pa.RecordBatch, columns: Mapping[str, str]) -> pa.RecordBatch:
+        """Row-level hits (``TABLE_HITS_SCHEMA``): at most one per (row, column); vectorized over rows."""
+        ...
+
+
+def is_table_detector(detector: object) -> bool:
+    """True for a ``TableDetector`` (also when wrapped, e.g. by metrics timing)."""
+    return callable(getattr(detector, "detect_table", None))
+
+
+def is_combiner(detector: object) -> bool:
+    """True for the post-processing method that merges the other methods' findings (``combine.py``)."""
+    return callable(getattr(detector, "combine", None))
+
+
+def is_optional(detector: object) -> bool:
+    """Table detectors and the combiner cover the field types they cover; a plan may include others."""
+    return is_table_detector(detector) or is_combiner(detector)
+
+
+DetectorFactory = Callable[[Path], "Detector | TableDetector"]
 _FACTORIES: dict[str, DetectorFactory] = {}
 # Modules that register the built-in methods when imported (a plug-in adds itself the same way).
-BUILTIN_METHOD_MODULES = ("dqd_server.engine.validation", "dqd_server.engine.pattern")
+BUILTIN_METHOD_MODULES = ("dqd_server.engine.validation", "dqd_server.engine.pattern",
+                          "dqd_server.engine.dependency", "dqd_server.engine.combine")
 
 
 def register(method: str, factory: DetectorFactory) -> None:

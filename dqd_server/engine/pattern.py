@@ -1,6 +1,7 @@
 """Method "pattern": values and words that look wrong next to a field's vocabulary and formats (near misses, shapes)."""
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from rapidfuzz.distance import OSA
-from rapidfuzz.process import cdist
+from rapidfuzz.process import cdist, cpdist
 
 from .detector import MethodInfo, register
 from .errors import InvalidInput
@@ -18,6 +19,7 @@ from .repository import (PATTERN_CODES, FieldSpec, FormatsSpec, KnownValuesSpec,
                          VocabularySpec, load_repository)
 from .validation import as_strings, format_message, mask, shorten
 
+_DIGITS = re.compile(r"\d")
 _EPS = 1e-6  # rapidfuzz turns a similarity cutoff into a distance one; keep exact ties (0.8 == 0.8) in
 _CHUNK = 4096  # query rows per cdist call (bounds the score matrix)
 _NONE, _UNKNOWN, _CASE, _NEAR = 0, 1, 2, 3  # token status, also the preference when picking one per value
@@ -209,6 +211,15 @@ def _check_known(hits: _Hits, spec: KnownValuesSpec, lex: _Lexicon, norm: pa.Arr
              term=[spec.term] * int(case.sum()), suggestion=_take(words, spelling[case]).to_pylist())
     rest = np.flatnonzero(~case)
     near, suggestion = lex.near(_take(lower, rest), spec.min_similarity)
+    if spec.max_distance is not None and near.any():
+        ni = np.flatnonzero(near)
+        queries = _take(lower, rest[ni]).to_pylist()
+        targets = pc.utf8_lower(_take(lex.words, suggestion[ni])).to_pylist()
+        far = cpdist(queries, targets, scorer=OSA.distance, dtype=np.int32) > spec.max_distance
+        # values that differ only in their digits are different numbers, not misspellings
+        digits_only = np.array([_DIGITS.sub("0", q) == _DIGITS.sub("0", t) for q, t in zip(queries, targets)],
+                               dtype=bool)
+        near[ni[far | digits_only]] = False
     hits.add(idx[rest[near]], "NEAR_MISS", "'{value}' is not a known {term}; did you mean '{suggestion}'?",
              term=[spec.term] * int(near.sum()), suggestion=_take(words, suggestion[near]).to_pylist())
     if spec.closed:

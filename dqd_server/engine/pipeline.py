@@ -15,12 +15,12 @@ import pyarrow.compute as pc
 
 from . import ipc
 from .cache import VerdictCache
-from .detector import Detector, MethodInfo, build_detectors
+from .detector import Detector, MethodInfo, build_detectors, is_combiner, is_optional, is_table_detector
 from .errors import InvalidInput
-from .findings import build_findings, concat_findings, empty_findings, rows_of_hits
+from .findings import FINDINGS_SCHEMA, build_findings, concat_findings, empty_findings, rows_of_hits
 from .hits import concat_hits, make_hits
 
-DEFAULT_METHODS = ("validation", "pattern")
+DEFAULT_METHODS = ("validation", "pattern", "dependency")
 OK_CODE = "OK"
 
 
@@ -91,7 +91,8 @@ class Engine:
                     f"column {column!r}: unknown field type {field_type!r}; known: {', '.join(known)}"
                 )
                 continue
-            missing = [m for m in chosen if m in self.detectors and m not in known[field_type]]
+            missing = [m for m in chosen if m in self.detectors and m not in known[field_type]
+                       and not is_optional(self.detectors[m])]
             if missing:
                 problems.append(f"field type {field_type!r} has no {missing} detector loaded")
         for key, value in (thresholds or {}).items():
@@ -108,6 +109,12 @@ class Engine:
 
     def detect(self, plan: Plan, batch: pa.RecordBatch, first_row: int = 0) -> pa.RecordBatch:
         """Findings (``findings.FINDINGS_SCHEMA``) for one batch, rows numbered from ``first_row``."""
+        combiner = next((m for m in plan.methods if is_combiner(self.detectors[m])), None)
+        if combiner is not None:
+            return self._detect_combined(plan, combiner, batch, first_row)
+        return self._detect(plan, batch, first_row)
+
+    def _detect(self, plan: Plan, batch: pa.RecordBatch, first_row: int) -> pa.RecordBatch:
         parts: list[pa.RecordBatch] = []
         spent = dict.fromkeys(plan.methods, 0.0)
         for column, field_type in plan.columns.items():
@@ -120,6 +127,8 @@ class Engine:
             distinct = encoded.dictionary
             indices = encoded.indices.to_numpy(zero_copy_only=False)
             for method in plan.methods:
+                if is_optional(self.detectors[method]):  # cross-column methods and the combiner: see below
+                    continue
                 started = time.perf_counter()
                 hits = self._hits(method, field_type, distinct)
                 spent[method] += time.perf_counter() - started
@@ -136,10 +145,41 @@ class Engine:
                     build_findings(rows=rows, hit_pos=hit_pos, hits=hits, distinct=distinct, column=column,
                                    field=field_type, method=method, first_row=first_row)
                 )
+        for method in plan.methods:  # cross-column methods see the whole batch
+            if is_table_detector(self.detectors[method]):
+                started = time.perf_counter()
+                parts.append(self._table_findings(plan, method, batch, first_row))
+                spent[method] += time.perf_counter() - started
         if self.observe is not None:
             for method, seconds in spent.items():
-                self.observe(method, seconds)
+                if not is_combiner(self.detectors[method]):
+                    self.observe(method, seconds)
         return concat_findings(parts) if parts else empty_findings()
+
+    def _table_findings(self, plan: Plan, method: str, batch: pa.RecordBatch, first_row: int) -> pa.RecordBatch:
+        detector = self.detectors[method]
+        findings = table_findings(detector.detect_table(batch, plan.columns), batch, plan.columns, method, first_row)
+        if plan.emit_all:
+            covered = {c: f for c, f in plan.columns.items() if f in detector.fields()}
+            return concat_findings([findings, ok_cells(findings, batch, covered, method, first_row)])
+        return apply_thresholds(findings, plan)
+
+    def _detect_combined(self, plan: Plan, combiner: str, batch: pa.RecordBatch, first_row: int) -> pa.RecordBatch:
+        """Run the other methods (all loaded ones when only ``combined`` is asked), then merge per cell."""
+        others = tuple(m for m in plan.methods if m != combiner)
+        sources = others or tuple(
+            m for m, d in self.detectors.items()
+            if not is_combiner(d) and (is_optional(d) or all(f in d.fields() for f in plan.columns.values())))
+        raw = self._detect(Plan(plan.columns, sources), batch, first_row)
+        combined = self.detectors[combiner].combine(raw, plan.thresholds)
+        parts = []
+        if others:
+            asked = Plan(plan.columns, others, plan.thresholds, plan.emit_all)
+            parts.append(self._detect(asked, batch, first_row) if plan.emit_all else apply_thresholds(raw, plan))
+        if plan.emit_all:
+            combined = concat_findings([combined, ok_cells(combined, batch, plan.columns, combiner, first_row)])
+        parts.append(combined)
+        return concat_findings(parts)
 
     def _hits(self, method: str, field_type: str, distinct: pa.Array) -> pa.RecordBatch:
         detector = self.detectors[method]
@@ -178,6 +218,66 @@ def column_as_strings(batch: pa.RecordBatch, column: str) -> pa.Array:
     raise InvalidInput(
         f"column {column!r} has type {kind}; dqd checks text and scalar columns — send it as string"
     )
+
+
+def table_findings(hits: pa.RecordBatch, batch: pa.RecordBatch, columns: Mapping[str, str], method: str,
+                   first_row: int) -> pa.RecordBatch:
+    """Row-level hits of a table detector (``detector.TABLE_HITS_SCHEMA``) as findings, with the cells' text."""
+    if not hits.num_rows:
+        return empty_findings()
+    parts = []
+    hit_columns = hits.column("column")
+    for column in pc.unique(hit_columns).to_pylist():
+        if column not in columns:
+            raise ValueError(f"method {method!r} flagged column {column!r}, which the plan does not check")
+        sel = hits.filter(pc.equal(hit_columns, column))
+        rows = sel.column("row")
+        values = column_as_strings(batch, column).take(rows)
+        n = sel.num_rows
+        parts.append(pa.RecordBatch.from_arrays(
+            [pc.add(rows, first_row), sel.column("column"), pa.repeat(pa.scalar(columns[column], pa.string()), n),
+             pa.repeat(pa.scalar(method, pa.string()), n), sel.column("code"), sel.column("message"),
+             sel.column("confidence"), values.cast(pa.string())], schema=FINDINGS_SCHEMA))
+    return concat_findings(parts)
+
+
+def apply_thresholds(findings: pa.RecordBatch, plan: Plan) -> pa.RecordBatch:
+    """Keep findings at or above their (field, method) threshold."""
+    if not findings.num_rows or not plan.thresholds:
+        return findings
+    pairs = pa.table(findings.select(["field", "method"])).group_by(["field", "method"]).aggregate([])
+    limit = np.zeros(findings.num_rows)
+    field_col, method_col = findings.column("field"), findings.column("method")
+    for f, m in zip(pairs.column("field").to_pylist(), pairs.column("method").to_pylist()):
+        t = plan.threshold(f, m)
+        if t > 0:
+            sel = np.asarray(pc.and_(pc.equal(field_col, f), pc.equal(method_col, m)).to_numpy(zero_copy_only=False),
+                             dtype=bool)
+            limit[sel] = t
+    return findings.filter(pa.array(findings.column("confidence").to_numpy() >= limit))
+
+
+def ok_cells(findings: pa.RecordBatch, batch: pa.RecordBatch, columns: Mapping[str, str], method: str,
+             first_row: int) -> pa.RecordBatch:
+    """Emit-all mode for row-level methods: an ``OK`` row for every cell of ``columns`` without a finding."""
+    parts = []
+    n = batch.num_rows
+    for column, field_type in columns.items():
+        flagged = np.zeros(n, dtype=bool)
+        if findings.num_rows:
+            mine = findings.filter(pc.equal(findings.column("column"), column)).column("row").to_numpy() - first_row
+            flagged[mine] = True
+        rows = np.flatnonzero(~flagged)
+        if not len(rows):
+            continue
+        k = len(rows)
+        parts.append(pa.RecordBatch.from_arrays(
+            [pa.array(rows + first_row, pa.int64()), pa.repeat(pa.scalar(column, pa.string()), k),
+             pa.repeat(pa.scalar(field_type, pa.string()), k), pa.repeat(pa.scalar(method, pa.string()), k),
+             pa.repeat(pa.scalar(OK_CODE, pa.string()), k), pa.repeat(pa.scalar("", pa.string()), k),
+             pa.array(np.zeros(k)), column_as_strings(batch, column).take(pa.array(rows, pa.int64())).cast(pa.string())],
+            schema=FINDINGS_SCHEMA))
+    return concat_findings(parts)
 
 
 def _with_ok_rows(hits: pa.RecordBatch, n_distinct: int) -> pa.RecordBatch:

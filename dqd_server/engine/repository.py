@@ -33,6 +33,8 @@ strings: quote what YAML would read as a number or boolean (``'42'``, ``'Yes'``)
         file: known_values.txt     # or values: [...]; both may be given
         closed: true               # false: only near misses and case mismatches are reported
         min_similarity: 0.75       # normalized OSA similarity (0..1) for a near miss
+        max_distance: 2            # optional: and at most this many edits (long values share long parts);
+                                   # with it, values that differ only in their digits are no near misses
         term: colour               # word used in messages: "'Bleu' is not a known colour; ..."
       vocabulary:                  # token level, for free-text-ish fields
         file: vocabulary.txt       # or words: [...]; words are split like values
@@ -48,6 +50,12 @@ strings: quote what YAML would read as a number or boolean (``'42'``, ``'Yes'``)
         min_values: 200            # only when the call has at least this many distinct values
         max_share: 0.005           # a shape held by fewer than this share -> RARE_FORMAT
       confidence: {NEAR_MISS: 0.9} # optional per-code confidence overrides
+    weights: {validation: 0.98, pattern: 0.4, dependency: 0.9}   # optional: each method's measured F1 on this
+                                   # field type; method "combined" weighs their findings by it (default 1.0)
+    profile: {...}                 # optional, free-form: what `dqd profile` learned (not read by detectors)
+
+Cross-column rules (method "dependency") live in ``dependencies.yaml`` at the repository root (written by
+``dqd profile``; see ``engine/dependency.py``); their data files sit in ``_dependencies/``.
 
 Validation check kinds and their parameters (defaults in brackets):
 
@@ -64,6 +72,10 @@ Validation check kinds and their parameters (defaults in brackets):
                       invalid_message
     composition_sum   total [100], tolerance [0.05]: the "NN%" numbers of a    [BAD_COMPOSITION]
                       value must add up to total (values without % are skipped)
+    null_tokens       tokens (spellings of "no value", compared trimmed and    [NULL_TOKEN]
+                      case-insensitively), canonical [""]: how this table spells
+                      a missing value. A token other than canonical is flagged;
+                      with a non-empty canonical, an empty (not null) value too
 
 Pattern codes (default confidence): CASE_MISMATCH (0.8) the value or a token differs from a known
 spelling only in case; NEAR_MISS (0.85) close to a known value / vocabulary word, the message names
@@ -73,7 +85,7 @@ RARE_FORMAT (0.3) a shape few of the call's distinct values share. Before the pa
 are trimmed and inner whitespace is collapsed (whitespace is validation's business); each value gets
 at most one pattern hit, tried in the order known_values, vocabulary, formats, rarity.
 
-Only ``required`` looks at null/empty values; every other check skips them. Messages are Python
+Only ``required`` and ``null_tokens`` look at null/empty values; every other check skips them. Messages are Python
 format strings over ``value`` (shortened to 80 characters), the check's params and per-kind extras
 (length: ``length``, ``range``; numeric_range: ``range``; year_range: ``year``, ``range``; gtin_check_digit:
 ``actual``, ``expected``; composition_sum: ``sum``).
@@ -94,6 +106,7 @@ import yaml
 BUNDLED_RULES: Path = Path(__file__).resolve().parent.parent / "rules"
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: profiles can be large
 _CODE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
 
@@ -114,6 +127,7 @@ class KnownValuesSpec:
     closed: bool = True
     min_similarity: float = 0.8
     term: str = "value"
+    max_distance: int | None = None  # a near miss also needs at most this many edits (OSA distance)
 
 
 @dataclass(frozen=True)
@@ -160,6 +174,8 @@ class FieldSpec:
     validation: tuple[CheckSpec, ...]
     pattern: PatternSpec | None
     path: Path  # the field.yaml this spec was read from
+    weights: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))  # method -> measured F1
+    profile: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # free-form metadata
 
 
 # kind -> (default code, default message, default confidence, allowed params)
@@ -181,6 +197,8 @@ CHECK_KINDS: dict[str, tuple[str, str, float, frozenset[str]]] = {
                          frozenset({"lengths", "invalid_code", "invalid_message"})),
     "composition_sum": ("BAD_COMPOSITION", "'{value}' percentages add up to {sum}, not {total}", 0.9,
                         frozenset({"total", "tolerance"})),
+    "null_tokens": ("NULL_TOKEN", "'{value}' stands for a missing value", 0.9,
+                    frozenset({"tokens", "canonical"})),
 }
 _SAMPLE_EXTRAS = {"value": "x", "length": 1, "range": "1..2", "year": 2000, "actual": 1, "expected": 2, "sum": 1}
 
@@ -212,11 +230,11 @@ def load_field(path: Path, name: str, version: str) -> FieldSpec:
     if not path.is_file():
         raise ValueError(f"{path}: missing field.yaml")
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)  # safe: no Python objects
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not valid YAML: {exc}") from None
     ctx = _Ctx(path)
-    doc = ctx.mapping(doc, "the file", {"description", "validation", "pattern"})
+    doc = ctx.mapping(doc, "the file", {"description", "validation", "pattern", "weights", "profile"})
     if "description" not in doc:
         raise ValueError(f"{path}: missing key 'description'")
     description = ctx.string(doc["description"], "description")
@@ -225,7 +243,16 @@ def load_field(path: Path, name: str, version: str) -> FieldSpec:
         raise ValueError(f"{path}: 'validation' must be a list of checks")
     checks = tuple(ctx.check(c, i) for i, c in enumerate(raw_checks))
     pattern = ctx.pattern(doc["pattern"]) if doc.get("pattern") is not None else None
-    return FieldSpec(name, version, description, checks, pattern, path)
+    weights = ctx.weights(doc.get("weights"))
+    profile = ctx.mapping(doc.get("profile") or {}, "profile", _AnyKey())
+    return FieldSpec(name, version, description, checks, pattern, path, weights, MappingProxyType(dict(profile)))
+
+
+class _AnyKey(frozenset):
+    """Allows every key (for free-form mappings)."""
+
+    def __contains__(self, item: object) -> bool:
+        return True
 
 
 def validate_regex(pattern: str) -> str | None:
@@ -393,7 +420,19 @@ class _Ctx:
         elif kind == "composition_sum":
             p.setdefault("total", 100)
             p.setdefault("tolerance", 0.05)
+        elif kind == "null_tokens":
+            if "tokens" not in p:
+                raise self.fail(where, "needs 'tokens': the spellings of a missing value, e.g. ['N/A', 'null']")
+            p["tokens"] = tuple(dict.fromkeys(t.strip().lower() for t in self.strings(p["tokens"], f"{where}.tokens")))
+            p["canonical"] = self.string(p.get("canonical", ""), f"{where}.canonical")
         return p
+
+    def weights(self, raw: Any) -> Mapping[str, float]:
+        if raw is None:
+            return MappingProxyType({})
+        raw = self.mapping(raw, "weights", _AnyKey())
+        return MappingProxyType({self.string(k, "weights"): float(self.number(v, f"weights.{k}", 0.0, 1.0))
+                                 for k, v in raw.items()})
 
     def pattern(self, raw: Any) -> PatternSpec:
         where = "pattern"
@@ -404,12 +443,14 @@ class _Ctx:
             if isinstance(kv, list):
                 kv = {"values": kv}
             w = f"{where}.known_values"
-            kv = self.mapping(kv, w, {"values", "file", "closed", "min_similarity", "term"})
+            kv = self.mapping(kv, w, {"values", "file", "closed", "min_similarity", "term", "max_distance"})
             known = KnownValuesSpec(
                 values=self.values(kv, w, "values"),
                 closed=self.boolean(kv.get("closed", True), f"{w}.closed"),
                 min_similarity=float(self.number(kv.get("min_similarity", 0.8), f"{w}.min_similarity", 0.0, 1.0)),
                 term=self.string(kv.get("term", "value"), f"{w}.term"),
+                max_distance=(int(self.number(kv["max_distance"], f"{w}.max_distance", 0))
+                              if kv.get("max_distance") is not None else None),
             )
         if raw.get("vocabulary") is not None:
             w = f"{where}.vocabulary"

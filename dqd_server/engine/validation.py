@@ -225,6 +225,17 @@ def check_composition_sum(v: Values, c: CheckSpec) -> list[Failure]:
     return [Failure(bad, c.code, c.message, c.confidence, {"sum": np.round(total, 2)})]
 
 
+def check_null_tokens(v: Values, c: CheckSpec) -> list[Failure]:
+    """A spelling of "no value" that is not the table's own (``N/A`` where missing cells are left empty)."""
+    canonical = c.params.get("canonical", "")
+    trimmed = pc.utf8_trim_whitespace(v.arr)
+    token = mask(pc.is_in(pc.utf8_lower(trimmed), value_set=pa.array(list(c.params["tokens"]), pa.string())))
+    bad = v.valid & token & ~mask(pc.equal(trimmed, canonical))
+    if canonical:
+        bad |= v.valid & mask(pc.equal(trimmed, ""))
+    return [Failure(bad, c.code, c.message, c.confidence)]
+
+
 CHECKS: dict[str, Callable[[Values, CheckSpec], list[Failure]]] = {
     "required": check_required,
     "whitespace": check_whitespace,
@@ -235,6 +246,7 @@ CHECKS: dict[str, Callable[[Values, CheckSpec], list[Failure]]] = {
     "year_range": check_year_range,
     "gtin_check_digit": check_gtin,
     "composition_sum": check_composition_sum,
+    "null_tokens": check_null_tokens,
 }
 
 
