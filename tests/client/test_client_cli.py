@@ -1,14 +1,17 @@
-"""The dqd-client command line: argument and input errors (exit 2), RPC errors (3), and a full check."""
+"""The dqd-client command line against a real server: exit codes, output, findings files, persisted jobs."""
 from __future__ import annotations
 
 import re
+import uuid
 from pathlib import Path
 
+import dqd_client
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
-
 from dqd_client._cli import main
+
+from dqd_server.launcher import ServerProcess
 
 
 @pytest.fixture()
@@ -66,44 +69,86 @@ def test_rpc_error_exit_3(capsys, csv_file: Path) -> None:
     assert main(["fields", "--target", "127.0.0.1:1", "--timeout", "5"]) == 3
 
 
-def test_target_from_env(monkeypatch, capsys, fake_server) -> None:
-    monkeypatch.setenv("DQD_TARGET", fake_server.target)
-    monkeypatch.setenv("DQD_API_KEY", "k1")
+def test_health_and_fields_with_target_from_env(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                                server: ServerProcess) -> None:
+    monkeypatch.setenv("DQD_TARGET", server.target)
     assert main(["health"]) == 0
     assert capsys.readouterr().out.strip() == "SERVING"
-    assert fake_server.servicer.metadata == []  # health is not the DetectionService
     assert main(["fields"]) == 0
     out = capsys.readouterr().out
-    assert "field" in out and "material" in out and "validation" in out
-    assert fake_server.servicer.metadata[-1]["x-api-key"] == "k1"
+    assert re.match(r"field\s+method\s+version\s+checks\s+description\n", out), out
+    for name in ("article_number", "care_instructions", "category", "color_name", "ean", "material", "price",
+                 "season", "size"):
+        assert re.search(rf"^{name}\s+(pattern|validation)\s+\d+\s+\d+\s+\S", out, re.MULTILINE), (name, out)
+    assert re.search(r"^material\s+\w+\s+\d+\s+\d+\s+Material composition", out, re.MULTILINE), out
+    assert re.search(r"^\s+(pattern|validation)\s+\d+\s+\d+\s*$", out, re.MULTILINE), out  # 2nd method row
 
 
 @pytest.mark.parametrize("out_name", ["findings.parquet", "findings.csv"])
-def test_check_writes_findings_and_summary(capsys, tmp_path: Path, csv_file: Path, fake_server,
-                                           out_name: str) -> None:
+def test_check_writes_findings_and_summary(capsys: pytest.CaptureFixture[str], tmp_path: Path, csv_file: Path,
+                                           server: ServerProcess, out_name: str) -> None:
     out = tmp_path / out_name
-    code = main(["check", str(csv_file), "--target", fake_server.target, "--map", "material=material",
-                 "--batch-size", "2", "--out", str(out), "--methods", "validation",
-                 "--threshold", "validation=0.5", "--job-key", "j1"])
+    code = main(["check", str(csv_file), "--target", server.target, "--map", "material=material",
+                 "--batch-size", "2", "--out", str(out), "--methods", "validation,pattern",
+                 "--threshold", "pattern=0.5"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     table = pq.read_table(out) if out.suffix == ".parquet" else pcsv.read_csv(out)
     assert table.column("row").to_pylist() == [2, 3]
-    assert "findings" in captured.out and "rows/s" in captured.out and "fake-job" in captured.out
-    assert "material" in captured.out and f"findings written to {out}" in captured.out
+    assert table.column("code").to_pylist() == ["NEAR_MISS", "MISSING"]
+    assert table.column("message").to_pylist() == [
+        "'Nylonn' is not a known material term; did you mean 'Nylon'?", "value is missing"]
+    for line in (r"column\s+field\s+method\s+findings", r"material\s+material\s+pattern\s+1",
+                 r"material\s+material\s+validation\s+1", r"rows\s+4\n", r"batches\s+2\n",
+                 r"cells checked\s+4\n", r"findings\s+2\n", r"rows/s\s+[\d,]+\n", r"job id\s+[0-9a-f]{32}\n"):
+        assert re.search(line, captured.out), (line, captured.out)
+    assert f"findings written to {out} (2 rows)" in captured.out
     assert "rows" in captured.err  # progress on stderr
-    assert main(["check", str(csv_file), "--target", fake_server.target, "--map", "material=material",
-                 "-q", "--fail-on-findings"]) == 1
 
 
-def test_check_server_invalid_argument_exit_3(capsys, csv_file: Path, fake_server) -> None:
-    code = main(["check", str(csv_file), "--target", fake_server.target, "--map", "material=nope", "-q"])
+def test_check_options_and_fail_on_findings(capsys: pytest.CaptureFixture[str], tmp_path: Path, csv_file: Path,
+                                            server: ServerProcess) -> None:
+    base = ["check", str(csv_file), "--target", server.target, "--map", "material=material", "-q"]
+    assert main([*base, "--fail-on-findings"]) == 1
+    # the NEAR_MISS has confidence 0.85: over a 0.9 threshold nothing is flagged
+    assert main([*base, "--fail-on-findings", "--methods", "pattern", "--threshold", "pattern=0.9"]) == 0
+    assert re.search(r"findings\s+0\n", capsys.readouterr().out)
+    out = tmp_path / "all.parquet"
+    assert main([*base, "--emit", "all", "--methods", "validation,pattern", "--out", str(out)]) == 0
+    table = pq.read_table(out)
+    assert table.num_rows == 8  # every cell, once per method
+    assert sorted(c for c in table.column("code").to_pylist() if c != "OK") == ["MISSING", "NEAR_MISS"]
+
+
+def test_check_a_larger_csv(capsys: pytest.CaptureFixture[str], tmp_path: Path, server: ServerProcess) -> None:
+    path = tmp_path / "products.csv"
+    good = ["100% Cotton", "78% Viscose - 22% Nylon"]
+    path.write_text("sku,material,price\n" + "".join(
+        f'{i},"{"78% Viscose - 22% Nylonn" if i % 5 == 3 else good[i % 2]}",{i}.99\n' for i in range(50)))
+    out = tmp_path / "findings.parquet"
+    code = main(["check", str(path), "--target", server.target, "--map", "material=material",
+                 "--map", "price=price", "--batch-size", "8", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    table = pq.read_table(out)
+    assert table.schema == dqd_client.FINDINGS_SCHEMA
+    assert table.column("row").to_pylist() == [i for i in range(50) if i % 5 == 3]
+    assert set(table.column("code").to_pylist()) == {"NEAR_MISS"}
+    assert re.search(r"rows\s+50\n", captured.out) and re.search(r"batches\s+7\n", captured.out), captured.out
+    assert re.search(r"cells checked\s+100\n", captured.out), captured.out
+
+
+def test_check_server_invalid_argument_exit_3(capsys: pytest.CaptureFixture[str], csv_file: Path,
+                                              server: ServerProcess) -> None:
+    code = main(["check", str(csv_file), "--target", server.target, "--map", "material=nope", "-q"])
     err = capsys.readouterr().err
     assert code == 3
-    assert "INVALID_ARGUMENT" in err and "unknown field type" in err and "Traceback" not in err
+    assert err.startswith("dqd-client: server error INVALID_ARGUMENT: column 'material': unknown field type 'nope'")
+    assert f"[target {server.target}]" in err and "Traceback" not in err
 
 
-def test_bad_csv_line_mid_stream_exit_2(capsys, tmp_path: Path, fake_server) -> None:
+def test_bad_csv_line_mid_stream_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                        server: ServerProcess) -> None:
     path = tmp_path / "big.csv"
     line = "1,78% Viscose - 22% Nylonn,some padding to make the file longer than one read block\n"
     with path.open("w") as f:
@@ -111,14 +156,16 @@ def test_bad_csv_line_mid_stream_exit_2(capsys, tmp_path: Path, fake_server) -> 
         f.write(line * (6 * 1024 * 1024 // len(line)))
         f.write("x,y,z,too many\n")
     out = tmp_path / "f.parquet"
-    code = main(["check", str(path), "--target", fake_server.target, "--map", "material=material",
+    code = main(["check", str(path), "--target", server.target, "--map", "material=material",
                  "--batch-size", "5000", "--out", str(out), "-q"])
     err = capsys.readouterr().err
     assert code == 2, err
     assert "CSV parse error" in err and "Traceback" not in err
     assert "the findings so far" in err
     # what arrived before the error (timing-dependent, maybe nothing) is kept in a readable file
-    assert pq.read_table(out).schema.names[:2] == ["row", "column"]
+    found = pq.read_table(out)
+    assert found.schema.names[:2] == ["row", "column"]
+    assert set(found.column("code").to_pylist()) <= {"NEAR_MISS"}
 
 
 def test_plain_progress_without_tqdm(monkeypatch) -> None:
@@ -134,12 +181,31 @@ def test_plain_progress_without_tqdm(monkeypatch) -> None:
     assert "1,500 rows" in buf.getvalue() and "rows/s" in buf.getvalue() and "3 findings" in buf.getvalue()
 
 
-def test_job_command(capsys, fake_server) -> None:
-    assert main(["job", "fake-job", "--target", fake_server.target]) == 0
+def test_persisted_check_and_job_command(capsys: pytest.CaptureFixture[str], csv_file: Path,
+                                         server: ServerProcess) -> None:
+    key = f"cli-{uuid.uuid4().hex[:12]}"
+    check = ["check", str(csv_file), "--target", server.target, "--map", "material=material", "-q",
+             "--job-key", key, "--persist"]
+    assert main(check) == 0
+    job_id = re.search(r"job id\s+([0-9a-f]{32})\n", capsys.readouterr().out).group(1)
+
+    assert main(["job", job_id, "--target", server.target]) == 0
     out = capsys.readouterr().out
-    assert "COMPLETED" in out and "/jobs/fake-job.parquet" in out
-    assert main(["job", "--key", "k1", "--target", fake_server.target]) == 0
-    assert main(["job", "--target", fake_server.target]) == 2
+    for line in (rf"job id\s+{job_id}\n", rf"job key\s+{key}\n", r"status\s+COMPLETED\n", r"rows\s+4\n",
+                 r"data file\s+products.csv\n", r"error\s+-\n", r"material\s+material\s+pattern\s+1",
+                 r"findings\s+2\n"):
+        assert re.search(line, out), (line, out)
+    findings_file = Path(re.search(r"findings file\s+(\S+)\n", out).group(1))
+    assert findings_file.is_relative_to(server.data_path)
+    assert pq.read_table(findings_file).column("code").to_pylist() == ["NEAR_MISS", "MISSING"]
+    assert main(["job", "--key", key, "--target", server.target]) == 0
+    assert capsys.readouterr().out == out
+
+    assert main(check) == 3  # a completed job key is not run again
+    assert f"server error ALREADY_EXISTS: job key '{key}' already completed as job {job_id}" in capsys.readouterr().err
+    assert main(["job", "--target", server.target]) == 2
     assert "JOB_ID or --key" in capsys.readouterr().err
-    assert main(["job", "nope", "--target", fake_server.target]) == 3
-    assert "server error NOT_FOUND" in capsys.readouterr().err
+    assert main(["job", job_id, "--key", key, "--target", server.target]) == 2
+    assert "JOB_ID or --key" in capsys.readouterr().err
+    assert main(["job", "nope", "--target", server.target]) == 3
+    assert "server error NOT_FOUND: no job with id 'nope'" in capsys.readouterr().err
