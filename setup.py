@@ -10,15 +10,24 @@ from setuptools.command.build_py import build_py
 ROOT = Path(__file__).resolve().parent
 
 
+def generate_protos() -> None:
+    """Generate dqd_server/_proto from protos/ with scripts/gen_protos.py (grpcio-tools)."""
+    spec = importlib.util.spec_from_file_location("gen_protos", ROOT / "scripts" / "gen_protos.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    gen.generate(ROOT / "dqd_server" / "_proto")
+
+
 class BuildWithProtos(build_py):
-    """Generate dqd_server/_proto from protos/ (scripts/gen_protos.py) before packaging."""
+    """Regenerate the stubs before packaging, so a build never ships stale ones."""
 
     def run(self) -> None:
-        spec = importlib.util.spec_from_file_location("gen_protos", ROOT / "scripts" / "gen_protos.py")
-        gen = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(gen)
-        gen.generate(ROOT / "dqd_server" / "_proto")
+        generate_protos()
         super().run()
+
+
+if not (ROOT / "dqd_server" / "_proto" / "detection_pb2.py").exists():
+    generate_protos()  # find_packages below must already see the generated package
 
 
 setup(

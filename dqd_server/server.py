@@ -113,11 +113,12 @@ class DqdServer:
         log.info("rules loaded from %s: %d field types", self.settings.model_path, len(engine.fields()))
 
     async def stop(self, grace: float | None = None) -> None:
-        """Drain: NOT_SERVING and refuse new work at once, let load balancers notice for
-        SHUTDOWN_DELAY seconds, then close the port and give in-flight streams ``grace`` seconds."""
-        self.holder.accepting = False
+        """Drain: report NOT_SERVING at once but keep serving for SHUTDOWN_DELAY seconds, so load
+        balancers (Envoy's active health checks, Kubernetes endpoints) stop sending new calls first;
+        then refuse new calls, close the port and give in-flight streams ``grace`` seconds."""
         await self.health.enter_graceful_shutdown()
         await asyncio.sleep(self.settings.shutdown_delay)
+        self.holder.accepting = False
         await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
         if self.holder.store is not None:
             self.holder.store.close()
