@@ -97,6 +97,9 @@ class Settings:
     tls_cert_file: str = _opt("", "PEM certificate chain: with TLS_KEY_FILE, the gRPC port speaks TLS")
     tls_key_file: str = _opt("", "PEM private key of TLS_CERT_FILE")
     tls_client_ca_file: str = _opt("", "PEM CA bundle: clients must present a certificate it signed (mTLS)")
+    job_heartbeat_s: float = _opt(2.0, "seconds between heartbeats of a stream that owns a persisted job")
+    job_takeover_after_s: float = _opt(6.0, "a resuming stream takes over a job whose owner has not heartbeated "
+                                            "for this long (a replica that died); must exceed JOB_HEARTBEAT_S")
     max_concurrent_rpcs: int = _opt(0, "calls served at once per process; more get RESOURCE_EXHAUSTED; 0: no limit")
     rate_limit: int = _opt(0, "requests per second per client; 0: off (reserved: not enforced by dqd yet)")
     cors_origins: str = _opt("", "accepted for compatibility, unused: CORS applies to browsers over HTTP, "
@@ -186,6 +189,9 @@ class Settings:
         if self.api_key_required and not self.api_keys_file:
             raise SettingsError("API_KEY_REQUIRED=true needs API_KEYS_FILE: a file of 'sha256:<hex>' lines "
                                 "(`dqd hash-key KEY` prints one)")
+        if not 0 < self.job_heartbeat_s < self.job_takeover_after_s:
+            raise SettingsError(f"JOB_HEARTBEAT_S={self.job_heartbeat_s} must be positive and below "
+                                f"JOB_TAKEOVER_AFTER_S={self.job_takeover_after_s}")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise SettingsError("TLS_CERT_FILE and TLS_KEY_FILE go together: set both for TLS, or neither")
         if self.tls_client_ca_file and not self.tls_cert_file:

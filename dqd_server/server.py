@@ -61,6 +61,10 @@ class DqdServer:
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
                 ("grpc.http2.max_ping_strikes", 0),
+                # and ping idle clients: a connection that died silently ends its streams (and frees
+                # their jobs for a resume) within about 30 s
+                ("grpc.keepalive_time_ms", 20_000),
+                ("grpc.keepalive_timeout_ms", 10_000),
             ])
         detection_pb2_grpc.add_DetectionServiceServicer_to_server(
             DetectionServicer(self.holder, max_batch_size=settings.max_batch_size,
@@ -135,7 +139,8 @@ class DqdServer:
 def open_job_store(settings: Settings) -> JobStore:
     """Open (and migrate) the results database; jobs a crashed process left running become failed."""
     try:
-        store = JobStore(settings.effective_database_url, Path(settings.data_path) / "results")
+        store = JobStore(settings.effective_database_url, Path(settings.data_path) / "results",
+                         heartbeat_s=settings.job_heartbeat_s, takeover_after=settings.job_takeover_after_s)
     except Exception as exc:  # noqa: BLE001 - any driver error: say which setting to fix
         raise StartupError(f"cannot open the results database (DATABASE_URL/DATA_PATH): {exc}") from exc
     stale = store.mark_stale_running_failed(older_than=store.stale_after)

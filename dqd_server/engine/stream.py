@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -37,13 +37,18 @@ class StreamSession:
     """Feeds the batches of one stream through the engine, in order."""
 
     def __init__(self, engine: Engine, plan: Plan, *, job_id: str | None = None,
-                 max_batch_rows: int | None = None) -> None:
+                 max_batch_rows: int | None = None, carried: Summary | None = None) -> None:
+        """``carried``: totals of earlier attempts of a resumed job; numbering continues after them
+        (``elapsed_seconds`` counts this session only)."""
         self.engine = engine
         self.plan = plan
         self.max_batch_rows = max_batch_rows
         self._schema: pa.Schema | None = None
         self._started = time.perf_counter()
         self.summary = Summary(job_id=job_id or uuid.uuid4().hex)
+        if carried is not None:
+            self.summary = replace(carried, job_id=self.summary.job_id, counts=Counter(carried.counts),
+                                   elapsed_seconds=0.0)
 
     def feed(self, batch: pa.RecordBatch) -> BatchResult:
         """Check the next batch; raises ``InvalidInput`` if its schema differs from the first one."""

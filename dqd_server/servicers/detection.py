@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 
 import grpc
@@ -10,13 +11,16 @@ import pyarrow as pa
 
 from .._proto import detection_pb2 as pb
 from .._proto import detection_pb2_grpc as pb_grpc
-from ..engine import BatchResult, Engine, InvalidInput, NotReady, Plan, StreamSession, TooLarge
+from ..engine import BatchResult, Engine, InvalidInput, NotReady, Plan, StreamSession, Summary, TooLarge
 from ..engine.ipc import decode_batch, encode_batch
-from ..storage import JobHandle, JobStore
+from ..storage import JobBusy, JobHandle, JobStore
 from . import convert
 from .errors import maps_errors
 
 log = logging.getLogger("dqd.detect")
+
+# Trailing metadata of a resume refused because the job's owner is alive: milliseconds to wait.
+RETRY_AFTER_MS_KEY = "dqd-retry-after-ms"
 
 
 class EngineHolder:
@@ -59,22 +63,39 @@ class DetectionServicer(pb_grpc.DetectionServiceServicer):
             raise InvalidInput("the first Detect message must be a config (DetectRequest.config) naming "
                                "the columns to check and their field types")
         config = first.config
+        replay = config.HasField("replay_from_batch")
+        if config.resume and not config.job_key:
+            raise InvalidInput("resume needs a job_key naming the job to continue")
+        if replay and not config.resume:
+            raise InvalidInput("replay_from_batch only applies with resume")
         plan = _plan(engine, config)
         job = None
         if config.persist or config.job_key:  # a job key names a stored job, so it implies persist
-            job = await asyncio.to_thread(self.holder.jobs().start, job_key=config.job_key or None,
-                                          data_file=config.data_file, columns=plan.columns, methods=plan.methods)
-        session = StreamSession(engine, plan, job_id=job.job_id if job else None,
-                                max_batch_rows=self.max_batch_size)
+            try:
+                job = await asyncio.to_thread(self.holder.jobs().start, job_key=config.job_key or None,
+                                              data_file=config.data_file, columns=plan.columns,
+                                              methods=plan.methods, resume=config.resume)
+            except JobBusy as exc:  # the owner is alive: tell a resuming client when to try again
+                context.set_trailing_metadata(((RETRY_AFTER_MS_KEY, str(max(int(exc.retry_after * 1000), 1))),))
+                raise
+        session = start_session(engine, plan, job, max_batch_rows=self.max_batch_size)
         try:
+            if config.resume:
+                assert job is not None
+                yield pb.DetectResponse(started=pb.StreamStarted(job_id=job.job_id, next_batch=job.batches,
+                                                                 next_row=job.rows))
+                if replay:
+                    async for answer in _replay(job, config.replay_from_batch):
+                        yield answer
             async for request in request_iterator:
                 if request.WhichOneof("payload") != "arrow_batch":
                     raise InvalidInput(f"message {session.summary.batches + 1} of the stream is not an "
                                        "arrow_batch; send the config once, first, then only batches")
                 result, payload = await asyncio.to_thread(_feed, session, request.arrow_batch, self.on_batch, job)
+                # stored: _feed returned only after job.append made the batch durable (the acknowledgement).
                 yield pb.DetectResponse(findings=pb.BatchFindings(
                     batch_index=result.batch_index, first_row=result.first_row, num_rows=result.num_rows,
-                    num_findings=result.findings.num_rows, arrow_batch=payload))
+                    num_findings=result.findings.num_rows, arrow_batch=payload, stored=job is not None))
             summary = session.finish()
             # The summary goes out before the job is marked completed: a connection that dropped
             # can end the reads like a half-close, but then this write fails and the job is cancelled.
@@ -122,6 +143,34 @@ class DetectionServicer(pb_grpc.DetectionServiceServicer):
                          ) -> pb.ListFieldsResponse:
         engine = self.holder.get()
         return convert.fields_to_proto(engine.fields(), engine.describe)
+
+
+def start_session(engine: Engine, plan: Plan, job: JobHandle | None, *,
+                  max_batch_rows: int | None = None) -> StreamSession:
+    """The StreamSession of a Detect stream; for a resumed job it starts at the job's stored offset.
+
+    A resumed session numbers its next batch ``job.batches`` and its next row ``job.rows``, and its
+    totals (rows, batches, cells, findings, counts) start from what the earlier attempts stored, so
+    the summary covers the whole job (``elapsed_seconds`` only this stream's time). The schema check
+    starts afresh with the first batch of this stream.
+    """
+    carried = None
+    if job is not None and job.resumed:
+        carried = Summary(job_id=job.job_id, rows=job.rows, batches=job.batches, cells_checked=job.cells_checked,
+                          findings=job.findings, counts=Counter(job.finding_counts()))
+    return StreamSession(engine, plan, job_id=job.job_id if job else None, max_batch_rows=max_batch_rows,
+                         carried=carried)
+
+
+async def _replay(job: JobHandle, from_batch: int) -> AsyncIterator[pb.DetectResponse]:
+    """Re-send the stored findings of batches ``from_batch .. job.batches - 1`` (answers a client lost)."""
+    entries = await asyncio.to_thread(job.stored_batches, from_batch)
+    for entry in entries:
+        findings = await asyncio.to_thread(job.batch_findings, entry)
+        payload = await asyncio.to_thread(encode_batch, findings)
+        yield pb.DetectResponse(findings=pb.BatchFindings(
+            batch_index=entry.batch_index, first_row=entry.first_row, num_rows=entry.num_rows,
+            num_findings=findings.num_rows, arrow_batch=payload, stored=True))
 
 
 def _plan(engine: Engine, config: pb.DetectConfig) -> Plan:

@@ -115,3 +115,25 @@ class DetectionMetric(Base):
     metric_name: Mapped[str] = mapped_column(sa.String(100))
     metric_value: Mapped[float] = mapped_column(sa.Float)
     labels: Mapped[dict[str, Any] | None] = mapped_column()
+
+
+class JobBatch(Base):
+    """The acknowledgement log of an unfinished job: one row per stored batch of a Detect stream.
+
+    Written in the same transaction as the job's progress (``jobs.rows/batches``), so it always
+    agrees with it; a resumed stream reads it to re-send the findings of stored batches whose
+    answers a client lost in flight. ``findings`` is the row count of the batch's part file
+    (0: no file). Deleted when the job completes or is run again from scratch.
+    """
+
+    __tablename__ = "job_batches"
+
+    job_id: Mapped[str] = mapped_column(
+        sa.String(32), sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    batch_index: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
+    first_row: Mapped[int] = mapped_column(sa.BigInteger)
+    num_rows: Mapped[int] = mapped_column(sa.BigInteger)
+    findings: Mapped[int] = mapped_column(sa.BigInteger)
+    attempt: Mapped[int] = mapped_column(sa.Integer)  # the job attempt that stored the batch
+    stored_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -169,7 +169,10 @@ def test_empty_findings_batches_count_rows_but_write_nothing(store: JobStore) ->
     handle.fail("failed", "boom")
     job = store.get(handle.job_id)
     assert (job.rows, job.batches) == (567, 4)
-    assert pq.ParquetFile(job.findings_path).num_row_groups == 1
+    # A failed job's findings_path is its parts directory: one part per batch that had findings.
+    parts = sorted(p.name for p in Path(job.findings_path or "").glob("part-*.parquet"))
+    assert parts == ["part-000000001.parquet", "part-schema.parquet"]
+    assert pq.read_table(job.findings_path).num_rows == make_batch(500).num_rows
 
 
 def test_job_without_findings_has_a_readable_empty_file(store: JobStore) -> None:

@@ -28,7 +28,7 @@ def test_migrate_is_idempotent_and_matches_models(fresh_url: Callable[[], str]) 
     migrate(url)  # second call: a no-op
     engine = create_engine(url)
     try:
-        assert HEAD == "0001"
+        assert HEAD == "0002"
         assert current_revision(engine) == HEAD
         assert _diffs(engine, Base.metadata) == []
 

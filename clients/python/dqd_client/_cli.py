@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--out", metavar="FINDINGS.parquet|.csv", help="write the findings to this file")
     check.add_argument("--job-key", default="", help="idempotency key of this job")
     check.add_argument("--persist", action="store_true", help="have the server store the job for `dqd-client job`")
+    check.add_argument("--resume", action="store_true",
+                       help="with --job-key: survive a lost connection or replica by reconnecting and continuing "
+                            "after the last batch the server stored; rerun the same command to continue a job "
+                            "that stopped (implies --persist)")
     check.add_argument("--fail-on-findings", action="store_true", help="exit 1 when anything is flagged")
     check.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
 
@@ -146,7 +150,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         stream = client.check_file(args.file, columns, batch_size=args.batch_size, format=fmt,
                                    methods=methods, thresholds=dict(args.thresholds),
                                    emit=args.emit, job_key=args.job_key, persist=args.persist,
-                                   timeout=args.timeout)
+                                   resume=args.resume, timeout=args.timeout)
         with stream:
             writer = FindingsWriter(args.out) if args.out else None
             progress = Progress(_total_rows(args.file, fmt), enabled=not args.quiet)

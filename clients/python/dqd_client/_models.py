@@ -56,12 +56,17 @@ class Summary:
 
 @dataclass(frozen=True)
 class BatchResult:
-    """The findings for one input batch; ``findings`` has :data:`FINDINGS_SCHEMA`."""
+    """The findings for one input batch; ``findings`` has :data:`FINDINGS_SCHEMA`.
+
+    ``stored`` is the server's acknowledgement that the batch and its findings are durably stored
+    with the job (persisted jobs only).
+    """
 
     batch_index: int
     first_row: int
     num_rows: int
     findings: pa.RecordBatch
+    stored: bool = False
 
     @property
     def num_findings(self) -> int:
