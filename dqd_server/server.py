@@ -41,7 +41,8 @@ class DqdServer:
         self.settings = settings
         self.reuse_port = reuse_port
         self.metrics = metrics
-        self.holder = EngineHolder()
+        self.holder = EngineHolder(self.build_engine)
+        self._cache = VerdictCache(ttl=settings.cache_ttl) if settings.enable_cache else None
         self.health = health.aio.HealthServicer()
         size = settings.max_file_size
         interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(metrics)] if metrics else []
@@ -106,11 +107,16 @@ class DqdServer:
         await self._set_health(SERVING)
         return self.port
 
-    async def _load(self) -> None:
-        cache = VerdictCache(ttl=self.settings.cache_ttl) if self.settings.enable_cache else None
-        engine = await asyncio.to_thread(Engine.from_repository, self.settings.model_path, None, cache)
+    def build_engine(self) -> Engine:
+        """An engine of the repository's newest versions (start-up and ReloadModels). The verdict
+        cache is shared across reloads: it is keyed by version, so it never answers for an old one."""
+        engine = Engine.from_repository(self.settings.model_path, None, self._cache)
         if self.metrics:
             self.metrics.instrument(engine)
+        return engine
+
+    async def _load(self) -> None:
+        engine = await asyncio.to_thread(self.build_engine)
         self.holder.engine = engine
         if self.holder.store is None:
             self.holder.store = await asyncio.to_thread(open_job_store, self.settings)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .detector import Detector, MethodInfo, build_detectors, register, registered_methods
-from .errors import AlreadyExists, DqdError, InvalidInput, NotFound, NotReady, TooLarge
+from .errors import AlreadyExists, BadRepository, DqdError, InvalidInput, NotFound, NotReady, TooLarge
 from .findings import FINDINGS_SCHEMA
 from .hits import HITS_SCHEMA, make_hits
 from .pipeline import DEFAULT_METHODS, Engine, Plan
@@ -13,6 +13,7 @@ __all__ = [
     "FINDINGS_SCHEMA",
     "HITS_SCHEMA",
     "AlreadyExists",
+    "BadRepository",
     "BatchResult",
     "Detector",
     "DqdError",

@@ -5,6 +5,7 @@
     ├── NotFound        a job or resource that does not exist      -> NOT_FOUND
     ├── AlreadyExists   a job key that names a completed/running job -> ALREADY_EXISTS
     ├── TooLarge        input over a configured limit              -> RESOURCE_EXHAUSTED
+    ├── BadRepository   the rules/model repository cannot be loaded -> FAILED_PRECONDITION
     └── NotReady        rules/models still loading or shutting down -> UNAVAILABLE
 """
 from __future__ import annotations
@@ -28,6 +29,10 @@ class AlreadyExists(DqdError):
 
 class TooLarge(DqdError):
     """The input exceeds a configured limit."""
+
+
+class BadRepository(DqdError):
+    """The rules/model repository on disk is malformed; the server keeps what it serves."""
 
 
 class NotReady(DqdError):

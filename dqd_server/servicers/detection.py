@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 
@@ -11,7 +13,7 @@ import pyarrow as pa
 
 from .._proto import detection_pb2 as pb
 from .._proto import detection_pb2_grpc as pb_grpc
-from ..engine import BatchResult, Engine, InvalidInput, NotReady, Plan, StreamSession, Summary, TooLarge
+from ..engine import BadRepository, BatchResult, Engine, InvalidInput, NotReady, Plan, StreamSession, Summary, TooLarge
 from ..engine.ipc import decode_batch, encode_batch
 from ..storage import JobBusy, JobHandle, JobStore
 from . import convert
@@ -26,10 +28,25 @@ RETRY_AFTER_MS_KEY = "dqd-retry-after-ms"
 class EngineHolder:
     """The engine currently serving (None while rules load, swapped whole on reload) and the job store."""
 
-    def __init__(self) -> None:
+    def __init__(self, loader: Callable[[], Engine] | None = None) -> None:
         self.engine: Engine | None = None
         self.store: JobStore | None = None
         self.accepting = True
+        self.loader = loader  # builds an engine from the repository (start-up, ReloadModels)
+        self._reload_lock = threading.Lock()
+
+    def reload(self) -> Engine:
+        """Swap in an engine of the newest versions. Streams keep the engine they started with; a
+        repository that does not load leaves the current engine serving."""
+        if self.loader is None:
+            raise NotReady("this server cannot reload")
+        with self._reload_lock:
+            try:
+                engine = self.loader()
+            except (OSError, ValueError) as exc:
+                raise BadRepository(f"reload refused, the previous versions keep serving: {exc}") from None
+            self.engine = engine
+            return engine
 
     def jobs(self) -> JobStore:
         if self.store is None:
@@ -137,6 +154,16 @@ class DetectionServicer(pb_grpc.DetectionServiceServicer):
             raise InvalidInput("GetJob needs a job_id or a job_key")
         record = await asyncio.to_thread(self.holder.jobs().get, **{which: getattr(request, which)})
         return convert.job_to_proto(record)
+
+    @maps_errors
+    async def ReloadModels(self, request: pb.ReloadModelsRequest, context: grpc.aio.ServicerContext
+                           ) -> pb.ReloadModelsResponse:
+        self.holder.get()
+        started = time.perf_counter()
+        engine = await asyncio.to_thread(self.holder.reload)
+        log.info("reloaded the repository: %d field types", len(engine.fields()))
+        return pb.ReloadModelsResponse(fields=convert.fields_to_proto(engine.fields(), engine.describe).fields,
+                                       elapsed_seconds=time.perf_counter() - started)
 
     @maps_errors
     async def ListFields(self, request: pb.ListFieldsRequest, context: grpc.aio.ServicerContext

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from ..engine.errors import AlreadyExists, DqdError, InvalidInput, NotFound, NotReady, TooLarge
+from ..engine.errors import AlreadyExists, BadRepository, DqdError, InvalidInput, NotFound, NotReady, TooLarge
 
 log = logging.getLogger("dqd.servicer")
 
@@ -19,6 +19,7 @@ STATUS_OF: dict[type[DqdError], grpc.StatusCode] = {
     TooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     NotReady: grpc.StatusCode.UNAVAILABLE,
     AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    BadRepository: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 F = TypeVar("F", bound=Callable[..., Any])
