@@ -168,7 +168,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
     if args.report:
-        from .report.html import render_report
+        from .report import render_report
 
         render_report(ev.dirty, ev.findings, evaluation=result, truth=ev.truth, path=args.report,
                       title=f"dqd evaluation of {Path(source).name}")

@@ -1,6 +1,6 @@
-"""The self-contained HTML report of findings and evaluations (``html.render_report``)."""
+"""The self-contained HTML report, shared with the client library (``dqd_client.render_report``)."""
 from __future__ import annotations
 
-from .html import render_report, report_data
+from dqd_client._report import render_report, report_data
 
 __all__ = ["render_report", "report_data"]

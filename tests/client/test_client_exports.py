@@ -16,7 +16,7 @@ EXPECTED = [
     "FindingCount", "InputError", "InternalError", "InvalidArgument", "Job", "MethodInfo", "NotFound",
     "PermissionDenied", "ProtocolError", "ResourceExhausted", "RpcError", "Summary",
     "Unauthenticated", "Unavailable", "Unimplemented", "__version__", "create_channel",
-    "findings_table", "from_rpc_error", "read_batches",
+    "findings_table", "from_rpc_error", "read_batches", "render_report",
 ]
 
 

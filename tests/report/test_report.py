@@ -12,7 +12,7 @@ import pyarrow.csv as pacsv
 import pytest
 
 from dqd_server.evaluation.run import evaluate_pair
-from dqd_server.report.html import render_report, report_data
+from dqd_server.report import render_report, report_data
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -122,3 +122,23 @@ def test_rendered_in_chromium(chromium: str, evaluated: tuple[Path, dict], tmp_p
     shot = tmp_path / "report.png"
     run_chromium(chromium, tmp_path, url, f"--screenshot={shot}", "--window-size=1280,1600")
     assert shot.is_file() and shot.stat().st_size > 20_000
+
+
+def test_client_check_report_rendered_in_chromium(chromium: str, server, tmp_path: Path) -> None:  # noqa: ANN001
+    """`dqd-client check … --report` against a real server: the flagged rows of a streamed file, in Chromium."""
+    from dqd_client._cli import main as client_main
+
+    rows = ["78% Viscose - 22% Nylon"] * 3000 + ["78% Viscose - 22% Nylonn", ""] + ["100% Cotton"] * 3000
+    data = tmp_path / "products.csv"
+    data.write_text("material,colour\n" + "".join(f'"{m}",Black\n' for m in rows), encoding="utf-8")
+    report = tmp_path / "check.html"
+    code = client_main(["check", str(data), "--target", server.target, "--map", "material=material",
+                        "--map", "colour=color_name", "--batch-size", "1000", "--report", str(report), "-q"])
+    assert code == 0 and report.is_file()
+    dom = run_chromium(chromium, tmp_path, report.resolve().as_uri(), "--dump-dom").stdout
+    assert "products.csv" in dom
+    tags = re.findall(r'<td class="[^"]*flag m-([a-z]+)[^"]*"[^>]*title="([^"]*)"', dom)
+    assert {m for m, _ in tags} == {"pattern", "validation"}
+    assert any("did you mean" in title and "Nylon" in title for _, title in tags)
+    shown = re.findall(r'<td class="rowno">(\d+)</td>', dom)
+    assert shown == ["3000", "3001"]  # only the rows with findings were read back and embedded

@@ -31,6 +31,7 @@ from ._exceptions import (
     from_rpc_error,
 )
 from ._io import DEFAULT_BATCH_SIZE, read_batches
+from ._report import render_report
 from ._models import (
     FINDINGS_SCHEMA,
     BatchResult,
@@ -81,4 +82,5 @@ __all__ = [
     "findings_table",
     "from_rpc_error",
     "read_batches",
+    "render_report",
 ]

@@ -7,12 +7,14 @@ import sys
 import time
 from collections.abc import Sequence
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ._client import Client
 from ._exceptions import DqdError, InputError, RpcError
 from ._io import DEFAULT_BATCH_SIZE, FORMATS, detect_format
-from ._models import Summary
+from ._models import FINDINGS_SCHEMA, Summary
+from ._report import render_report
 from ._output import FindingsWriter, Progress, format_table
 from ._version import __version__
 
@@ -101,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--out", metavar="FINDINGS.parquet|.csv", help="write the findings to this file")
     check.add_argument("--job-key", default="", help="idempotency key of this job")
     check.add_argument("--persist", action="store_true", help="have the server store the job for `dqd-client job`")
+    check.add_argument("--report", metavar="REPORT.html",
+                       help="also write a self-contained HTML report (flagged cells coloured by method, filters, "
+                            "charts); the file is read a second time for the rows with findings")
     check.add_argument("--resume", action="store_true",
                        help="with --job-key: survive a lost connection or replica by reconnecting and continuing "
                             "after the last batch the server stored; rerun the same command to continue a job "
@@ -154,8 +159,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
         with stream:
             writer = FindingsWriter(args.out) if args.out else None
             progress = Progress(_total_rows(args.file, fmt), enabled=not args.quiet)
+            kept: list[pa.RecordBatch] = []  # findings for --report (findings are few next to the input)
             try:
                 for result in stream:
+                    if args.report:
+                        kept.append(result.findings)
                     if writer is not None:
                         writer.write(result.findings)
                     progress.update(result.num_rows, result.num_findings)
@@ -174,6 +182,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
     print(_summary_text(summary, elapsed))
     if writer is not None:
         print(f"findings written to {writer.path} ({writer.rows:,} rows)")
+    if args.report:
+        findings = pa.Table.from_batches(kept, schema=FINDINGS_SCHEMA)
+        print(f"report: {render_report(args.file, findings, path=args.report, columns=list(columns), format=fmt)}")
     return EXIT_FINDINGS if args.fail_on_findings and summary.findings > 0 else EXIT_OK
 
 

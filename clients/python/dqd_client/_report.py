@@ -5,52 +5,44 @@ The table with flagged cells coloured by method (messages on hover), filters by 
 charts, and for evaluations the precision/recall/F1 tables, a precision–recall curve per method and the cells
 that were missed (dashed) or wrongly flagged (marked).
 
-Depends on pyarrow and the standard library only, so the client library can ship the same file.
+Lives in the client (pyarrow and the standard library only); ``dqd evaluate --report`` uses it too.
 """
 from __future__ import annotations
 
 import html
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ._io import read_batches
+
 MAX_ROWS = 5000  # rows embedded in the report; bigger tables show the rows with findings (or errors) first
 METHOD_COLORS = {"validation": "#e15759", "pattern": "#f28e2b", "dependency": "#4e79a7", "combined": "#b07aa1"}
 _PALETTE = ["#59a14f", "#edc948", "#76b7b2", "#ff9da7", "#9c755f", "#bab0ac"]
 
 
-def _read(path: str | os.PathLike[str]) -> pa.Table:
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        import pyarrow.parquet as pq
-
-        return pq.read_table(p)
-    if suffix in (".arrow", ".feather", ".ipc"):
-        import pyarrow.feather as feather
-
-        return feather.read_table(p)
-    if suffix in (".jsonl", ".ndjson", ".json"):
-        import pyarrow.json as pajson
-
-        return pajson.read_json(p)
-    import pyarrow.csv as pacsv
-
-    with open(p, encoding="utf-8", newline="") as fh:
-        import csv
-
-        header = next(csv.reader([fh.readline()], delimiter="\t" if suffix == ".tsv" else ","), [])
-    names = [h or f"column_{i}" for i, h in enumerate(header)]
-    return pacsv.read_csv(p, parse_options=pacsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",",
-                                                              newlines_in_values=True),
-                          read_options=pacsv.ReadOptions(column_names=names, skip_rows=1),
-                          convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
-                                                               strings_can_be_null=False, null_values=[]))
+def _rows_of_file(path: str | os.PathLike[str], columns: Sequence[str], findings: pa.Table,
+                  max_rows: int, format: str | None) -> tuple[pa.Table, list[int], int]:
+    """The rows of ``path`` worth showing — those with findings, up to ``max_rows`` — read in one
+    streaming pass (the file is never loaded whole), with their stream row numbers and the row count."""
+    wanted = set(sorted(set(findings.column("row").to_pylist()))[:max_rows]) if findings.num_rows else set()
+    if not wanted:
+        wanted = set(range(max_rows))
+    parts, numbers, seen = [], [], 0
+    for batch in read_batches(path, columns, format=format):
+        rows = [i for i in range(batch.num_rows) if seen + i in wanted] if wanted else []
+        if rows:
+            parts.append(batch.take(pa.array(rows, pa.int64())))
+            numbers.extend(seen + i for i in rows)
+        seen += batch.num_rows
+    schema = pa.schema([(c, pa.string()) for c in columns])
+    table = pa.Table.from_batches(parts, schema=parts[0].schema) if parts else schema.empty_table()
+    return table, numbers, seen
 
 
 def _text_columns(table: pa.Table) -> list[list[str | None]]:
@@ -68,8 +60,12 @@ def _text_columns(table: pa.Table) -> list[list[str | None]]:
 
 
 def report_data(table: pa.Table, findings: pa.Table | pa.RecordBatch, *, evaluation: Mapping[str, Any] | None = None,
-                truth: pa.Table | None = None, title: str = "dqd report", max_rows: int = MAX_ROWS) -> dict[str, Any]:
-    """The JSON the page renders (exposed for tests and other front ends)."""
+                truth: pa.Table | None = None, title: str = "dqd report", max_rows: int = MAX_ROWS,
+                row_numbers: Sequence[int] | None = None, total_rows: int | None = None) -> dict[str, Any]:
+    """The JSON the page renders (exposed for tests and other front ends).
+
+    ``row_numbers``: ``table`` holds only these rows of a larger input of ``total_rows`` rows.
+    """
     if isinstance(findings, pa.RecordBatch):
         findings = pa.Table.from_batches([findings])
     names = list(table.column_names)
@@ -86,15 +82,16 @@ def report_data(table: pa.Table, findings: pa.Table | pa.RecordBatch, *, evaluat
     t_rows = truth.column("row").to_pylist() if truth is not None else []
     t_cols = truth.column("column").to_pylist() if truth is not None else []
     # which rows to embed
-    n = table.num_rows
-    if n <= max_rows:
-        shown = list(range(n))
-    else:
-        interesting = sorted(set(f_rows) | set(t_rows))
-        shown = interesting[:max_rows]
-    shown_set = set(shown)
     texts = _text_columns(table)
-    take = pa.array(shown, pa.int64())
+    if row_numbers is not None:
+        n = table.num_rows if total_rows is None else total_rows
+        shown = list(row_numbers)
+        take = pa.array(range(len(shown)), pa.int64())
+    else:
+        n = table.num_rows
+        shown = list(range(n)) if n <= max_rows else sorted(set(f_rows) | set(t_rows))[:max_rows]
+        take = pa.array(shown, pa.int64())
+    shown_set = set(shown)
     cols = [c.take(take).to_pylist() for c in texts]
     rows = [[r, [cols[j][i] for j in range(len(names))]] for i, r in enumerate(shown)]
     # findings on embedded rows; counts over all findings
@@ -127,16 +124,28 @@ def _plain(x: Any) -> Any:
 
 def render_report(table_or_path: pa.Table | str | os.PathLike[str], findings: pa.Table | pa.RecordBatch, *,
                   evaluation: Mapping[str, Any] | None = None, path: str | os.PathLike[str],
-                  truth: pa.Table | None = None, title: str | None = None, max_rows: int = MAX_ROWS) -> Path:
-    """Write the report for ``table_or_path`` (a table or a file) and its ``findings`` to ``path``.
+                  truth: pa.Table | None = None, title: str | None = None, max_rows: int = MAX_ROWS,
+                  columns: Sequence[str] | None = None, format: str | None = None) -> Path:
+    """Write the report for ``table_or_path`` and its ``findings`` to ``path``.
 
-    ``evaluation`` (the dict ``dqd evaluate`` writes) adds the score tables and precision–recall curves;
-    ``truth`` (row, column) marks missed and wrongly flagged cells.
+    A file (with the ``columns`` to show) is streamed once for the rows with findings; a table is
+    used as it is. ``evaluation`` (the dict ``dqd evaluate`` writes) adds the score tables and
+    precision–recall curves; ``truth`` (row, column) marks missed and wrongly flagged cells.
     """
-    table = _read(table_or_path) if not isinstance(table_or_path, pa.Table) else table_or_path
+    if isinstance(findings, pa.RecordBatch):
+        findings = pa.Table.from_batches([findings])
     if title is None:
-        title = f"dqd report: {Path(table_or_path).name}" if not isinstance(table_or_path, pa.Table) else "dqd report"
-    data = report_data(table, findings, evaluation=evaluation, truth=truth, title=title, max_rows=max_rows)
+        title = "dqd report" if isinstance(table_or_path, pa.Table) else f"dqd report: {Path(table_or_path).name}"
+    if isinstance(table_or_path, pa.Table):
+        data = report_data(table_or_path, findings, evaluation=evaluation, truth=truth, title=title,
+                           max_rows=max_rows)
+    else:
+        if not columns:
+            columns = list(dict.fromkeys(findings.column("column").to_pylist())) if findings.num_rows else []
+        table, numbers, total = _rows_of_file(table_or_path, columns, findings, max_rows, format)
+        data = report_data(table, findings, evaluation=evaluation, truth=truth, max_rows=max_rows,
+                           title=title, row_numbers=numbers,
+                           total_rows=total)
     payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     payload = payload.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     page = TEMPLATE.replace("__TITLE__", html.escape(title)).replace("__DATA__", payload)
