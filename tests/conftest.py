@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import psycopg
@@ -78,3 +81,28 @@ def pg_server() -> Iterator[PgServer]:
     finally:
         server.drop_all()
         admin.close()
+
+
+TLS_SERVER_NAME = "dqd.test"
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A throwaway CA (ca.pem) and a server certificate (server.pem/.key) for dqd.test and 127.0.0.1."""
+    if shutil.which("openssl") is None:
+        pytest.fail("the openssl command is needed to make test certificates")
+    d = tmp_path_factory.mktemp("tls")
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1")  # quicker to make than RSA keys
+    _openssl("req", "-x509", *ec, "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+             "-subj", "/CN=dqd test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+    _openssl("req", *ec, "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", f"/CN={TLS_SERVER_NAME}",
+             cwd=d)
+    (d / "ext.cnf").write_text(f"subjectAltName=DNS:{TLS_SERVER_NAME},IP:127.0.0.1\n")
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf", cwd=d)
+    return d

@@ -14,7 +14,6 @@ protocol (the ProtocolError tests) and enforce gRPC's default keepalive ping pol
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ for _path in (CLIENT_SRC, HERE):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from client_support import API_KEY, SERVER_NAME, detect_in_flight, wait_for
+from client_support import API_KEY, detect_in_flight, wait_for
 from dqd_client import Client
 
 from dqd_server.auth import hash_key
@@ -48,25 +47,12 @@ def quiet_detect(server: ServerProcess) -> ServerProcess:
     return server
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
 @pytest.fixture(scope="session")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A throwaway CA (ca.pem), a server certificate for SERVER_NAME and 127.0.0.1, a keys file."""
-    if shutil.which("openssl") is None:
-        pytest.fail("the openssl command is needed to make test certificates")
+def certs(tls_files: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared test CA and server certificate (SAN dqd.test, 127.0.0.1), plus a keys file."""
     d = tmp_path_factory.mktemp("certs")
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1")  # quicker to make than RSA keys
-    _openssl("req", "-x509", *ec, "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-             "-days", "2", "-subj", "/CN=dqd client test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
-    _openssl("req", *ec, "-nodes", "-keyout", "server.key", "-out", "server.csr",
-             "-subj", f"/CN={SERVER_NAME}", cwd=d)
-    (d / "ext.cnf").write_text(f"subjectAltName=DNS:{SERVER_NAME},IP:127.0.0.1\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf", cwd=d)
+    for name in ("ca.pem", "server.pem", "server.key"):
+        shutil.copy(tls_files / name, d / name)
     (d / "keys.txt").write_text(f"# the client tests\n{hash_key(API_KEY)}\n")
     return d
 

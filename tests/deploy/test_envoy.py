@@ -17,7 +17,6 @@ import os
 import re
 import secrets
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
@@ -86,25 +85,10 @@ def envoy_bin() -> str:
     return str(path)
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A throwaway CA (ca.pem) and a certificate for SERVER_NAME and 127.0.0.1 (server.pem/.key)."""
-    if shutil.which("openssl") is None:
-        pytest.fail("the openssl command is needed to make test certificates")
-    d = tmp_path_factory.mktemp("envoy-certs")
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-             "-subj", "/CN=dqd envoy test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-             "-subj", f"/CN={SERVER_NAME}", cwd=d)
-    (d / "ext.cnf").write_text(f"subjectAltName=DNS:{SERVER_NAME},IP:127.0.0.1\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf", cwd=d)
-    return d
+def certs(tls_files: Path) -> Path:
+    """The shared test CA (ca.pem) and certificate for SERVER_NAME and 127.0.0.1 (server.pem/.key)."""
+    return tls_files
 
 
 @pytest.fixture(scope="module")

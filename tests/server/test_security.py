@@ -22,24 +22,12 @@ KEY = "k-3f9a2c1e"
 ROWS = pb.DetectRowsRequest(columns={"material": "material"}, rows=[pb.Row(cells={"material": "100% Cotton"})])
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
 @pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A throwaway CA and a server certificate for SERVER_NAME (openssl)."""
-    if shutil.which("openssl") is None:
-        pytest.fail("the openssl command is needed to make test certificates")
-    d = tmp_path_factory.mktemp("certs")
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-             "-subj", "/CN=dqd test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-             "-subj", f"/CN={SERVER_NAME}", cwd=d)
-    (d / "ext.cnf").write_text(f"subjectAltName=DNS:{SERVER_NAME},IP:127.0.0.1\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf", cwd=d)
+def certs(tls_files: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared test CA and server certificate, plus this module's keys file."""
+    d = tmp_path_factory.mktemp("security")
+    for name in ("ca.pem", "server.pem", "server.key"):
+        shutil.copy(tls_files / name, d / name)
     (d / "keys.txt").write_text(f"# clients\nshop-a {hash_key(KEY)}\n{hash_key('other')}\n")
     return d
 
