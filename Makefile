@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PROTO_OUT := dqd_server/_proto/detection_pb2.py clients/python/dqd_client/_proto/detection_pb2.py
 
-.PHONY: install proto demo test test-fast serve bench clean
+.PHONY: install proto demo test test-fast serve bench soak clean
 
 install: $(STAMP) $(PROTO_OUT)
 
@@ -35,6 +35,14 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
+
+# Throughput (engine, end to end with 1 and N workers, transport ceilings) -> bench/results/throughput.json
+bench: install
+	$(PY) bench/throughput.py
+
+# 16 concurrent streams for 60 s on loopback -> bench/results/soak.json
+soak: install
+	$(PY) bench/soak.py
 
 clean:
 	rm -rf $(VENV) dqd_server/_proto clients/python/dqd_client/_proto build *.egg-info clients/python/*.egg-info

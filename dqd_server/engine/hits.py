@@ -10,6 +10,9 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
+# A typed empty string: comparing with a plain "" makes pyarrow infer a type (and try to import dateutil) per call.
+EMPTY = pa.scalar("", pa.string())
+
 HITS_SCHEMA = pa.schema(
     [
         pa.field("index", pa.int64(), nullable=False),  # position in the distinct-values array

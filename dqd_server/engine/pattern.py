@@ -14,7 +14,7 @@ from rapidfuzz.process import cdist, cpdist
 
 from .detector import MethodInfo, register
 from .errors import InvalidInput
-from .hits import concat_hits, empty_hits, make_hits
+from .hits import EMPTY, concat_hits, empty_hits, make_hits
 from .repository import (PATTERN_CODES, FieldSpec, FormatsSpec, KnownValuesSpec, PatternSpec, RaritySpec,
                          VocabularySpec, load_repository)
 from .validation import as_strings, format_message, mask, shorten
@@ -177,7 +177,7 @@ class PatternDetector:
         if f is None or not len(values):
             return empty_hits()
         norm = pc.replace_substring_regex(pc.utf8_trim_whitespace(values), r"[\s\p{Z}]+", " ")
-        present = mask(pc.is_valid(norm)) & mask(pc.not_equal(norm, ""))
+        present = mask(pc.is_valid(norm)) & mask(pc.not_equal(norm, EMPTY))
         hits = _Hits(values, f)
         spec = f.spec
         if spec.known_values and f.known:

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 
 from .detector import MethodInfo, register
 from .errors import InvalidInput
-from .hits import concat_hits, empty_hits, make_hits
+from .hits import EMPTY, concat_hits, empty_hits, make_hits
 from .repository import CheckSpec, FieldSpec, full_match, load_repository
 
 _WHITESPACE = r"^[\s\p{Z}]|[\s\p{Z}]$|[\s\p{Z}]{2}"
@@ -39,7 +39,7 @@ class Values:
         self.arr = values
         self.n = len(values)
         self.valid = np.asarray(values.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-        self.present = self.valid & mask(pc.not_equal(values, ""))
+        self.present = self.valid & mask(pc.not_equal(values, EMPTY))
         self._lower: pa.Array | None = None
 
     @property
@@ -108,7 +108,7 @@ def to_float(arr: pa.Array) -> np.ndarray:
 # ---- checks: each takes (Values, CheckSpec) and returns its failures -------------------------------
 
 def check_required(v: Values, c: CheckSpec) -> list[Failure]:
-    blank = ~v.valid | ~mask(pc.not_equal(pc.utf8_trim_whitespace(v.arr), ""))
+    blank = ~v.valid | ~mask(pc.not_equal(pc.utf8_trim_whitespace(v.arr), EMPTY))
     return [Failure(blank, c.code, c.message, c.confidence)]
 
 
@@ -232,7 +232,7 @@ def check_null_tokens(v: Values, c: CheckSpec) -> list[Failure]:
     token = mask(pc.is_in(pc.utf8_lower(trimmed), value_set=pa.array(list(c.params["tokens"]), pa.string())))
     bad = v.valid & token & ~mask(pc.equal(trimmed, canonical))
     if canonical:
-        bad |= v.valid & mask(pc.equal(trimmed, ""))
+        bad |= v.valid & mask(pc.equal(trimmed, EMPTY))
     return [Failure(bad, c.code, c.message, c.confidence)]
 
 
