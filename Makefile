@@ -12,6 +12,8 @@ install: $(STAMP) $(PROTO_OUT)
 $(STAMP): requirements-dev.txt setup.py clients/python/setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned: 2.13.0 is the CPU wheel; anything else pulls a multi-GB CUDA build
+	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) scripts/gen_protos.py
 	$(PY) -m pip install -q --no-build-isolation -e . -e 'clients/python[cli]'

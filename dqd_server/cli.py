@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .config import Settings, SettingsError, settings_markdown
+from .models import train_cli
 from .tools_cli import COMMANDS as TOOL_COMMANDS
 from .tools_cli import add_subcommands as add_tool_subcommands
 from .tools_cli import run as run_tool
@@ -39,7 +40,11 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--target", help="use this running server instead of starting one")
     add_tool_subcommands(sub)
+    train_cli.add_subcommand(sub)
     args = parser.parse_args(argv)
+
+    if args.command == "train":
+        sys.exit(train_cli.run(args))
 
     if args.command in TOOL_COMMANDS:
         sys.exit(run_tool(args))

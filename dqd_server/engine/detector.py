@@ -103,7 +103,8 @@ DetectorFactory = Callable[[Path], "Detector | TableDetector"]
 _FACTORIES: dict[str, DetectorFactory] = {}
 # Modules that register the built-in methods when imported (a plug-in adds itself the same way).
 BUILTIN_METHOD_MODULES = ("dqd_server.engine.validation", "dqd_server.engine.pattern",
-                          "dqd_server.engine.dependency", "dqd_server.engine.combine")
+                          "dqd_server.engine.dependency", "dqd_server.engine.combine",
+                          "dqd_server.engine.ml", "dqd_server.engine.llm")
 
 
 def register(method: str, factory: DetectorFactory) -> None:

@@ -1,0 +1,48 @@
+"""Slow: train the bundled catalog the way an operator would (``dqd train --catalog``) and measure it.
+
+Asserts the 5-minute training budget on the CI machine (2 CPU cores) and the detection quality that the report
+states (``python -m dqd_server.models.evaluate``), with margins for run-to-run noise.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from model_support import require_models
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_catalog_training_fits_the_budget_and_catches_semantic_errors(tmp_path: Path, capsys) -> None:
+    require_models()
+    from dqd_server.engine.pipeline import Engine
+    from dqd_server.models.evaluate import main as evaluate
+    from dqd_server.models.train_cli import main as train
+
+    started = time.perf_counter()
+    assert train(["--catalog", "50000", "--out", str(tmp_path / "repo"), "--json"]) == 0
+    seconds = time.perf_counter() - started
+    report = json.loads(capsys.readouterr().out)
+    print(f"catalog training: {seconds:.0f}s {report['seconds']}")
+    assert seconds < 300, f"training the catalog took {seconds:.0f}s (budget 5 minutes on 2 cores)"
+    assert len(report["entries"]) == 18  # 9 catalog field types x (ml, llm)
+    engine = Engine.from_repository(tmp_path / "repo")
+    assert {"ml", "llm"} <= set(engine.fields()["material"])
+
+    assert evaluate(["--repo", str(tmp_path / "repo"), "--json", str(tmp_path / "eval.json"), "--pll-values", "20"]) == 0
+    result = json.loads((tmp_path / "eval.json").read_text())
+    by = {(r["method"], r["field"]): r for r in result["quality"]}
+    for method in ("ml", "llm"):
+        rows = [r for (m, _), r in by.items() if m == method]
+        fpr = sum(r["fpr"] * r["clean"] for r in rows) / sum(r["clean"] for r in rows)
+        assert fpr <= 0.03, (method, fpr)
+    # measured (report): ml category/other_field 0.96, ml care rules-miss 0.87, llm care foreign_word 0.74 /
+    # other_field 0.96, llm care single-pass AUC 0.92, PLL ~9x slower than single-pass
+    assert by[("ml", "category")]["recall_by_kind"]["other_field"] >= 0.7
+    assert by[("ml", "care_instructions")]["recall_rules_miss"] >= 0.5
+    assert by[("llm", "care_instructions")]["recall_by_kind"]["foreign_word"] >= 0.4
+    assert by[("llm", "care_instructions")]["recall_by_kind"]["other_field"] >= 0.7
+    assert result["scoring"]["fields"]["care_instructions"]["auc_single"] >= 0.75
+    assert result["scoring"]["speed_ratio"] >= 3
