@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PROTO_OUT := dqd_server/_proto/detection_pb2.py clients/python/dqd_client/_proto/detection_pb2.py
 
-.PHONY: install proto demo test test-fast serve bench soak clean
+.PHONY: install proto demo test test-slow test-gpu serve bench soak clean
 
 install: $(STAMP) $(PROTO_OUT)
 
@@ -35,8 +35,11 @@ serve: install
 test: install
 	$(PY) -m pytest -q
 
-test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+test-gpu: install
+	$(PY) -m pytest -q -m gpu
 
 # Throughput (engine, end to end with 1 and N workers, transport ceilings) -> bench/results/throughput.json
 bench: install
