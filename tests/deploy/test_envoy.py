@@ -11,7 +11,6 @@ wait is bounded; every process started here is stopped at the end.
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import json
 import os
 import re
@@ -527,16 +526,12 @@ def test_calls_go_on_while_a_replica_shuts_down(own_pair: tuple[list[ServerProce
     assert servers[0].proc.wait(30) == 0
 
 
-def _resume_supported() -> bool:
-    return "resume" in inspect.signature(dqd_client.Client.detect).parameters
 
 
 def test_kill_replica_resumes_on_the_other(pg_server, start_envoy: StartEnvoy, api_keys: dict[str, str],
                                            certs: Path, tmp_path: Path) -> None:
     """A persisted stream whose replica is SIGKILLed mid-stream completes on the other one (job_key +
     resume), and the job's stored findings equal those of an uninterrupted run."""
-    if not _resume_supported():
-        pytest.skip("client resume not available yet (Client.detect has no resume=...)")
     # A short job lease, so that the survivor takes the dead replica's job over within seconds.
     env = {"DATABASE_URL": pg_server.new_database(), "DATA_PATH": str(tmp_path / "data"),
            "JOB_HEARTBEAT_S": "0.5", "JOB_TAKEOVER_AFTER_S": "2"}

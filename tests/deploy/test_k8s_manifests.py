@@ -600,27 +600,9 @@ def test_envoy_image_is_the_release_its_config_is_tested_with(base: list[Obj]) -
     assert _split_image(image)[1].lstrip(":v").split(".")[:2] == tested.split(".")[:2]
 
 
-def _envoy_render_module() -> Any:
-    spec = importlib.util.spec_from_file_location("dqd_envoy_render", ENVOY_DIR / "render.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-# What deploy/README.md tells the operator to render for Kubernetes.
-K8S_ENVOY_SETTINGS = {"UPSTREAMS": ["dqd-headless:50051"], "TLS_CERT_FILE": "/etc/envoy/tls/tls.crt",
-                      "TLS_KEY_FILE": "/etc/envoy/tls/tls.key", "API_KEYS_FILE": "/etc/envoy/keys/keys.yaml"}
-
-
 def envoy_config_for_kubernetes() -> Obj:
-    """deploy/envoy's config as this deployment uses it: the committed envoy.yaml, else rendered from
-    its template with the settings deploy/README.md gives."""
-    if (ENVOY_DIR / "envoy.yaml").is_file():
-        return yaml.safe_load((ENVOY_DIR / "envoy.yaml").read_text())
-    if not (ENVOY_DIR / "render.py").is_file():
-        pytest.skip("deploy/envoy has neither envoy.yaml nor render.py yet")
-    return yaml.safe_load(_envoy_render_module().render(K8S_ENVOY_SETTINGS))
+    """deploy/envoy's committed envoy.yaml, which deploy/README.md mounts as the envoy-config ConfigMap."""
+    return yaml.safe_load((ENVOY_DIR / "envoy.yaml").read_text())
 
 
 def test_envoy_config_agrees_with_the_manifests(base: list[Obj]) -> None:
