@@ -75,6 +75,14 @@ class Settings:
     model_cache_size: int = _opt(10, "model versions kept loaded per process (for model-based detectors)")
     model_device: str = _opt("auto", "auto, cpu or cuda for model-based detectors; the rule detectors run on CPU",
                              choices=_DEVICES)
+    model_backend: str = _opt("", "force the inference backend of the model-based detectors: torch, onnxruntime or "
+                                  "tensorrt (benchmarks, parity checks); empty: chosen by MODEL_DEVICE",
+                              choices=("", "torch", "onnxruntime", "tensorrt"))
+    model_max_batch: int = _opt(0, "most values in one model batch (dynamic batching across streams); 0: 64 on a "
+                                   "CPU, 256 on a GPU")
+    model_max_delay_ms: float = _opt(2.0, "milliseconds a model batch waits for more values after its first")
+    model_max_tokens: int = _opt(0, "most padded tokens in one model batch; 0: 8192 on a CPU, 65536 on a GPU")
+    model_threads: int = _opt(0, "ONNX Runtime threads per model; 0: all cores")
     # data
     data_path: Path = _opt(Path("./data"), "directory for job results and the default SQLite database")
     database_url: str = _opt("", "results database URL (e.g. postgresql://…); empty: SQLite under DATA_PATH")
@@ -155,7 +163,7 @@ class Settings:
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
             if choices and str(value).lower() not in {c.lower() for c in choices}:
-                raise SettingsError(f"{f.name.upper()}={value!r} must be one of {', '.join(choices)}")
+                raise SettingsError(f"{f.name.upper()}={value!r} must be one of {', '.join(c or '(empty)' for c in choices)}")
         for name in ("api_port", "metrics_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise SettingsError(f"{name.upper()}={getattr(self, name)} must be within 0..65535 "
@@ -180,7 +188,8 @@ class Settings:
         if self.max_file_size > GRPC_MAX_MESSAGE:
             raise SettingsError(f"MAX_FILE_SIZE={self.max_file_size} is over gRPC's limit of {GRPC_MAX_MESSAGE} "
                                 "bytes (2GiB - 1); stream smaller batches instead")
-        for name in ("cache_ttl", "parallel_workers", "rate_limit", "max_concurrent_rpcs"):
+        for name in ("cache_ttl", "parallel_workers", "rate_limit", "max_concurrent_rpcs", "model_max_batch",
+                     "model_max_tokens", "model_threads", "model_max_delay_ms"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name.upper()}={getattr(self, name)} must be >= 0")
         for name in ("shutdown_delay", "shutdown_grace"):

@@ -18,6 +18,7 @@ from .auth import ApiKeyInterceptor, load_key_hashes, server_credentials
 from .config import Settings
 from .engine import Engine
 from .engine.cache import VerdictCache
+from .models.runtime import POOL, RuntimeOptions
 from .metrics import Metrics, MetricsInterceptor, serve_http
 from .servicers.detection import DetectionServicer, EngineHolder
 from .storage import JobStore
@@ -43,6 +44,7 @@ class DqdServer:
         self.metrics = metrics
         self.holder = EngineHolder(self.build_engine)
         self._cache = VerdictCache(ttl=settings.cache_ttl) if settings.enable_cache else None
+        POOL.configure(RuntimeOptions.from_settings(settings))  # how the ml/llm networks run, before any loads
         self.health = health.aio.HealthServicer()
         size = settings.max_file_size
         interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(metrics)] if metrics else []

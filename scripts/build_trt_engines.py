@@ -11,7 +11,7 @@ backend (``dqd_server/engine/backends/tensorrt_backend.py``) refuses a plan whos
 multiply (the masked LM's log-softmax over 30,522 tokens, the embedding's normalisation) are kept in fp32 so FP16
 only touches the transformer.
 
-NOT RUN YET: TensorRT cannot be installed where this was written (no GPU). ``scripts/gpu_check.py`` runs this and
+NOT RUN YET: TensorRT cannot be installed where this was written (no GPU). ``scripts/gpu_check.sh`` runs this and
 checks the plans' parity against PyTorch fp32 on the first machine with a CUDA GPU. Exit status: 0 plans built,
 2 no tensorrt / no CUDA / nothing to build, 1 a build failed.
 """

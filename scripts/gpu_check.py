@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Parity and throughput of every inference backend of the model-based methods — the check for a GPU machine.
 
-    python scripts/gpu_check.py [--repo MODEL_PATH] [--quick] [--json results.json]
+    scripts/gpu_check.sh [--repo MODEL_PATH] [--quick] [--json results.json]   (wraps this script: venv, time limit)
 
 Without ``--repo`` it first trains a small repository from the bundled catalog (ml + llm). Then, for both networks
 (``encoder``, ``mlm``), it runs every backend available here on the same catalog values: PyTorch fp32 (the

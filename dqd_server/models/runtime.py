@@ -2,42 +2,71 @@
 
 A ``Network`` is one graph (``encoder`` or ``mlm``) on one backend behind one ``DynamicBatcher``, so values of all
 field types and all concurrent streams go through the same batches. Networks are kept in a process-wide LRU pool
-keyed by (kind, folder, pinned sha256, device), sized by ``MODEL_CACHE_SIZE``: ReloadModels re-creates the detectors,
+keyed by (kind, folder, pinned sha256, runtime options), sized by ``MODEL_CACHE_SIZE``: ReloadModels re-creates the detectors,
 but a network whose files did not change is reused instead of loaded again, and a changed one gets a new key.
 
-Batching settings (environment, read when a network is loaded): ``DQD_MODEL_MAX_BATCH`` (items per batch; default
-64 on CPU, 256 on GPU), ``DQD_MODEL_MAX_DELAY_MS`` (queue delay; default 2 ms), ``DQD_MODEL_MAX_TOKENS`` (padded
-tokens per batch; default 8192 CPU / 65536 GPU).
+How networks are served is one ``RuntimeOptions`` (the ``MODEL_*`` settings of ``dqd_server.config``: device,
+forced backend, batch size, queue delay, padded tokens per batch, ONNX Runtime threads, pool size). The server
+configures the pool from its settings at start-up; other users (benchmarks, ``evaluate``) get the same options
+read from the environment by ``Settings`` on first use, so there is one parser of those variables.
 """
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from dqd_server.engine.backends import Backend, model_device, open_backend
+from dqd_server.engine.backends import Backend, open_backend
 from dqd_server.engine.batcher import DynamicBatcher
 
 from . import mlm_score
 from .base import Encoded, encode, field_prefix, pad, special_ids
 
 
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How networks run and batch; 0 means "the default for the device" (64 values / 8192 padded tokens per batch
+    on a CPU, 256 / 65536 on a GPU: a CPU gains little from bigger batches and pays for their padding)."""
+
+    device: str = "auto"  # MODEL_DEVICE: auto, cpu or cuda
+    backend: str = ""  # MODEL_BACKEND: force torch, onnxruntime or tensorrt ("" = chosen by device)
+    max_batch: int = 0  # MODEL_MAX_BATCH
+    max_delay_ms: float = 2.0  # MODEL_MAX_DELAY_MS: how long a batch waits for more values after the first
+    max_tokens: int = 0  # MODEL_MAX_TOKENS
+    threads: int = 0  # MODEL_THREADS: ONNX Runtime intra-op threads (0: all cores)
+    pool_size: int = 10  # MODEL_CACHE_SIZE: networks kept loaded
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> RuntimeOptions:
+        return cls(device=settings.model_device, backend=settings.model_backend, max_batch=settings.model_max_batch,
+                   max_delay_ms=settings.model_max_delay_ms, max_tokens=settings.model_max_tokens,
+                   threads=settings.model_threads, pool_size=settings.model_cache_size)
+
+    @classmethod
+    def from_env(cls) -> RuntimeOptions:
+        from dqd_server.config import Settings
+
+        return cls.from_settings(Settings.from_env())
+
+
 class Network:
     """One graph on one backend with its dynamic batcher."""
 
-    def __init__(self, kind: str, model_dir: Path, backend: Backend, tokenizer: str | None = None) -> None:
+    def __init__(self, kind: str, model_dir: Path, backend: Backend, tokenizer: str | None = None,
+                 options: RuntimeOptions = RuntimeOptions()) -> None:
         self.kind = kind
         self.model_dir = model_dir
         self.backend = backend
         self.tokenizer = tokenizer
         gpu = "cuda" in backend.name or backend.name == "tensorrt"
-        max_batch = min(int(os.environ.get("DQD_MODEL_MAX_BATCH", "256" if gpu else "64")), backend.max_batch_size)
-        max_tokens = int(os.environ.get("DQD_MODEL_MAX_TOKENS", "65536" if gpu else "8192"))
-        delay = float(os.environ.get("DQD_MODEL_MAX_DELAY_MS", "2")) / 1000.0
+        max_batch = min(options.max_batch or (256 if gpu else 64), backend.max_batch_size)
+        max_tokens = options.max_tokens or (65536 if gpu else 8192)
+        delay = options.max_delay_ms / 1000.0
         run = self._run_encoder if kind == "encoder" else self._run_mlm
         length = len if kind == "encoder" else mlm_score.item_length
         self.batcher: DynamicBatcher = DynamicBatcher(run, max_batch_size=max_batch, max_queue_delay=delay,
@@ -74,20 +103,35 @@ class Network:
 
 
 class NetworkPool:
-    """Process-wide LRU of loaded networks (``MODEL_CACHE_SIZE`` of them)."""
+    """Process-wide LRU of loaded networks (``RuntimeOptions.pool_size`` of them)."""
 
-    def __init__(self, size: int | None = None) -> None:
-        self.size = size
+    def __init__(self, options: RuntimeOptions | None = None) -> None:
+        self._options = options
         self._items: OrderedDict[tuple, Network] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[tuple, threading.Lock] = {}
 
-    def capacity(self) -> int:
-        return self.size or max(1, int(os.environ.get("MODEL_CACHE_SIZE", "10") or 10))
+    @property
+    def options(self) -> RuntimeOptions:
+        if self._options is None:
+            self._options = RuntimeOptions.from_env()
+        return self._options
 
-    def get(self, kind: str, model_dir: Path, pin: str, tokenizer: str | None = None,
-            backend: str | None = None) -> Network:
-        key = (kind, str(Path(model_dir).resolve()), pin, model_device(), backend or os.environ.get("DQD_MODEL_BACKEND"))
+    def configure(self, options: RuntimeOptions | None = None, **changes: Any) -> None:
+        """Serve with ``options`` (and/or ``changes`` to the current ones) from now on; loaded networks are dropped
+        when anything changed (streams using them finish on them)."""
+        new = replace(options or self.options, **changes)
+        with self._lock:
+            if new != self._options:
+                self._options = new
+                self._items.clear()
+
+    def capacity(self) -> int:
+        return max(1, self.options.pool_size)
+
+    def get(self, kind: str, model_dir: Path, pin: str, tokenizer: str | None = None) -> Network:
+        options = self.options
+        key = (kind, str(Path(model_dir).resolve()), pin, options)
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
@@ -97,7 +141,9 @@ class NetworkPool:
             with self._lock:
                 if key in self._items:
                     return self._items[key]
-            net = Network(kind, Path(model_dir), open_backend(kind, Path(model_dir), backend=backend), tokenizer)
+            backend = open_backend(kind, Path(model_dir), device=options.device, backend=options.backend or None,
+                                   threads=options.threads)
+            net = Network(kind, Path(model_dir), backend, tokenizer, options)
             with self._lock:
                 self._items[key] = net
                 self._loading.pop(key, None)

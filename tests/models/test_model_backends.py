@@ -1,6 +1,6 @@
 """Backends: parity with the PyTorch fp32 reference, selection by MODEL_DEVICE, TensorRT plan checks.
 
-On a machine without CUDA the GPU tests are skipped (``gpu`` marker); scripts/gpu_check.py is the full GPU check.
+On a machine without CUDA the GPU tests are skipped (``gpu`` marker); scripts/gpu_check.sh is the full GPU check.
 """
 from __future__ import annotations
 
@@ -62,23 +62,36 @@ def test_padding_and_batching_do_not_change_results(dirs: dict[str, Path]) -> No
     assert np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
 
 
-def test_auto_on_cpu_picks_onnxruntime_and_forcing_works(dirs: dict[str, Path], monkeypatch) -> None:
+def test_auto_on_cpu_picks_onnxruntime_and_forcing_works(dirs: dict[str, Path]) -> None:
     if cuda():
         pytest.skip("CPU selection test")
-    monkeypatch.delenv("DQD_MODEL_BACKEND", raising=False)
-    monkeypatch.setenv("MODEL_DEVICE", "auto")
-    assert open_backend("mlm", dirs["mlm"]).name == "onnxruntime-cpu"
-    monkeypatch.setenv("MODEL_DEVICE", "cpu")
-    assert open_backend("encoder", dirs["encoder"]).name == "onnxruntime-cpu"
-    monkeypatch.setenv("DQD_MODEL_BACKEND", "torch")
-    assert open_backend("encoder", dirs["encoder"]).name == "torch-cpu-fp32"
-    monkeypatch.setenv("DQD_MODEL_BACKEND", "tensorrt")
+    assert open_backend("mlm", dirs["mlm"], device="auto").name == "onnxruntime-cpu"
+    assert open_backend("encoder", dirs["encoder"], device="cpu").name == "onnxruntime-cpu"
+    assert open_backend("encoder", dirs["encoder"], device="cpu", backend="torch").name == "torch-cpu-fp32"
     with pytest.raises(RuntimeError, match="no usable TensorRT plan"):
-        open_backend("encoder", dirs["encoder"])
-    monkeypatch.delenv("DQD_MODEL_BACKEND")
-    monkeypatch.setenv("MODEL_DEVICE", "cuda")
+        open_backend("encoder", dirs["encoder"], backend="tensorrt")
     with pytest.raises(RuntimeError, match="MODEL_DEVICE=cuda but no CUDA device"):
-        open_backend("encoder", dirs["encoder"])
+        open_backend("encoder", dirs["encoder"], device="cuda")
+    with pytest.raises(ValueError, match="MODEL_BACKEND='tpu'"):
+        open_backend("encoder", dirs["encoder"], backend="tpu")
+
+
+def test_the_pool_follows_the_model_settings(dirs: dict[str, Path], tmp_path: Path) -> None:
+    """MODEL_* settings reach the networks: backend, batch bounds; a change drops loaded networks."""
+    from dqd_server.config import Settings
+    from dqd_server.models.runtime import NetworkPool, RuntimeOptions
+
+    settings = Settings.from_env({"MODEL_BACKEND": "torch", "MODEL_MAX_BATCH": "7", "MODEL_MAX_DELAY_MS": "0.5",
+                                  "MODEL_MAX_TOKENS": "999", "MODEL_DEVICE": "cpu", "MODEL_CACHE_SIZE": "1"})
+    pool = NetworkPool(RuntimeOptions.from_settings(settings))
+    net = pool.get("encoder", dirs["encoder"], "pin")
+    assert net.backend.name == "torch-cpu-fp32"
+    assert (net.batcher.max_batch_size, net.batcher.max_batch_tokens, net.batcher.max_queue_delay) == (7, 999, 0.0005)
+    assert pool.get("encoder", dirs["encoder"], "pin") is net
+    pool.configure(backend="onnxruntime")
+    again = pool.get("encoder", dirs["encoder"], "pin")
+    assert again is not net and again.backend.name == "onnxruntime-cpu"
+    assert again.batcher.max_batch_size == 7, "the other options are kept"
 
 
 def test_cpu_falls_back_to_torch_without_an_onnx_file(dirs: dict[str, Path], tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""scripts/gpu_check.py and scripts/build_trt_engines.py on a machine without a GPU (the GPU run is theirs)."""
+"""scripts/gpu_check.sh and scripts/build_trt_engines.py on a machine without a GPU (the GPU run is theirs)."""
 from __future__ import annotations
 
 import json
@@ -22,8 +22,9 @@ def test_gpu_check_on_cpu_runs_the_cpu_backends_and_exits_0(tiny_repo: Path, tmp
 
     if torch.cuda.is_available():
         pytest.skip("this test is the CPU path; on a GPU run the script itself")
-    out = run(str(SCRIPTS / "gpu_check.py"), "--repo", str(tiny_repo), "--quick", "--values", "60",
-              "--json", str(tmp_path / "r.json"))
+    out = subprocess.run([str(SCRIPTS / "gpu_check.sh"), "--repo", str(tiny_repo), "--quick", "--values", "60",
+                          "--json", str(tmp_path / "r.json")], capture_output=True, text=True, timeout=240,
+                         env={**os.environ, "PYTHON": sys.executable}, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "no CUDA GPU present" in out.stdout
     result = json.loads((tmp_path / "r.json").read_text())

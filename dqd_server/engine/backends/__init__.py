@@ -11,17 +11,19 @@ Choice (``MODEL_DEVICE``, ``open_backend``):
   else ONNX Runtime on the CPU, else PyTorch on the CPU.
 * ``cpu``: ONNX Runtime on the CPU (PyTorch CPU when onnxruntime or the ONNX file is missing).
 * ``cuda``: TensorRT plan if present, else PyTorch CUDA fp16; an error when there is no CUDA device.
-* ``DQD_MODEL_BACKEND=torch|onnxruntime|tensorrt`` forces a backend (benchmarks, parity checks).
+* ``MODEL_BACKEND=torch|onnxruntime|tensorrt`` forces a backend (benchmarks, parity checks).
+
+The server passes these from its ``Settings`` (``models/runtime.py: RuntimeOptions``); nothing here reads the
+environment.
 
 What has NOT been run on a GPU (no GPU was available where this was written): the TensorRT backend and plan
 builder, PyTorch CUDA fp16, ONNX Runtime's CUDA provider. Their code paths and tolerances are prepared and
-``scripts/gpu_check.py`` verifies them end to end on a CUDA machine; tests for them are marked ``gpu``.
+``scripts/gpu_check.sh`` verifies them end to end on a CUDA machine; tests for them are marked ``gpu``.
 """
 from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -51,13 +53,6 @@ class Backend(Protocol):
 
 class PlanMismatch(RuntimeError):
     """A TensorRT plan was built for another GPU or TensorRT version; it must be rebuilt, not used."""
-
-
-def model_device() -> str:
-    value = os.environ.get("MODEL_DEVICE", "auto").strip().lower() or "auto"
-    if value not in DEVICES:
-        raise ValueError(f"MODEL_DEVICE={value!r}: use one of {DEVICES}")
-    return value
 
 
 def cuda_available() -> bool:
@@ -93,12 +88,16 @@ def plan_path(model_dir: Path) -> Path | None:
     return path if path.is_file() else None
 
 
-def open_backend(kind: str, model_dir: Path, *, device: str | None = None, backend: str | None = None) -> Backend:
-    """The backend for graph ``kind`` whose files are in ``model_dir`` (``model.onnx``, plans, torch weights)."""
-    device = device or model_device()
-    backend = backend or os.environ.get("DQD_MODEL_BACKEND", "").strip().lower() or None
+def open_backend(kind: str, model_dir: Path, *, device: str = "auto", backend: str | None = None,
+                 threads: int = 0) -> Backend:
+    """The backend for graph ``kind`` whose files are in ``model_dir`` (``model.onnx``, plans, torch weights);
+    ``threads`` bounds ONNX Runtime's intra-op pool (0: all cores)."""
+    device = (device or "auto").strip().lower()
+    if device not in DEVICES:
+        raise ValueError(f"MODEL_DEVICE={device!r}: use one of {DEVICES}")
+    backend = (backend or "").strip().lower() or None
     if backend is not None and backend not in BACKENDS:
-        raise ValueError(f"DQD_MODEL_BACKEND={backend!r}: use one of {BACKENDS}")
+        raise ValueError(f"MODEL_BACKEND={backend!r}: use one of {BACKENDS}")
     onnx_file = model_dir / "model.onnx"
     has_ort = importlib.util.find_spec("onnxruntime") is not None and onnx_file.is_file()
     has_torch = importlib.util.find_spec("torch") is not None
@@ -123,7 +122,7 @@ def open_backend(kind: str, model_dir: Path, *, device: str | None = None, backe
     if backend == "onnxruntime" or (backend is None and (not use_gpu or not has_torch) and has_ort):
         from .onnxruntime_backend import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(kind, onnx_file, cuda=use_gpu and ort_cuda_available())
+        return OnnxRuntimeBackend(kind, onnx_file, cuda=use_gpu and ort_cuda_available(), threads=threads)
     if not has_torch:
         raise ImportError(f"no backend for {model_dir}: install onnxruntime (and keep model.onnx) or torch")
     from .torch_backend import TorchBackend

@@ -1,12 +1,11 @@
 """ONNX Runtime backend: runs dqd's own ONNX export (``model.onnx`` next to the weights), CPU or CUDA provider.
 
 Why it is the CPU default: no torch needed to serve, full graph optimisations, and it releases the GIL while it
-runs. Threads: ONNX Runtime's intra-op pool uses the machine's cores (``DQD_ORT_THREADS`` overrides), and one
+runs. Threads: ONNX Runtime's intra-op pool uses the machine's cores (``MODEL_THREADS`` bounds it), and one
 batch runs at a time (the batcher's worker), so concurrent streams do not oversubscribe the CPU.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +14,11 @@ from dqd_server.models import GRAPH_INPUTS as INPUTS
 
 
 class OnnxRuntimeBackend:
-    def __init__(self, kind: str, onnx_file: Path, *, cuda: bool = False) -> None:
+    def __init__(self, kind: str, onnx_file: Path, *, cuda: bool = False, threads: int = 0) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        threads = int(os.environ.get("DQD_ORT_THREADS", "0") or 0)
         if threads > 0:
             options.intra_op_num_threads = threads
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]

@@ -5,7 +5,7 @@ both (and the profile), and this backend refuses (``PlanMismatch``) a plan whose
 than failing later or silently computing garbage. Inputs and outputs live in torch CUDA tensors (TensorRT 10
 ``set_tensor_address`` / ``execute_async_v3`` API). Batches larger than the profile's maximum are split.
 
-NOT RUN ON A GPU YET: written against the TensorRT 10 Python API without a GPU to test on; ``scripts/gpu_check.py``
+NOT RUN ON A GPU YET: written against the TensorRT 10 Python API without a GPU to test on; ``scripts/gpu_check.sh``
 is the end-to-end check (build, parity against PyTorch fp32, throughput) for the first session with a CUDA device.
 """
 from __future__ import annotations
