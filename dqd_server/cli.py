@@ -39,6 +39,12 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--batch-size", type=int, default=20_000, help="rows per streamed batch")
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--target", help="use this running server instead of starting one")
+    demo.add_argument("--semantic", type=float, default=0.0,
+                      help="also make this share of the descriptive cells well-formed but wrong (a value of "
+                           "another field, a foreign word, shuffled words): errors for the ml/llm methods")
+    demo.add_argument("--methods", help="comma-separated methods to run (default: the server's default)")
+    demo.add_argument("--write", metavar="FILE", help="write the dirty catalog (CSV, or Parquet by extension) and "
+                                                      "FILE.injected.csv instead of checking it")
     add_tool_subcommands(sub)
     train_cli.add_subcommand(sub)
     args = parser.parse_args(argv)
@@ -81,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
         from .demo import run_demo
 
         sys.exit(run_demo(rows=args.rows, error_rate=args.error_rate, batch_size=args.batch_size,
-                          seed=args.seed, target=args.target))
+                          seed=args.seed, target=args.target, semantic=args.semantic, write=args.write,
+                          methods=args.methods.split(",") if args.methods else None))
 
 
 def _serve(settings: Settings) -> int:
