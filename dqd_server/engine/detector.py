@@ -94,6 +94,12 @@ def is_combiner(detector: object) -> bool:
     return callable(getattr(detector, "combine", None))
 
 
+def waits_on_model(detector: object) -> bool:
+    """True for a detector whose ``detect`` blocks on a shared model batcher (``ml``, ``llm``): the engine
+    calls those concurrently so the columns of a batch meet in the same model batches."""
+    return bool(getattr(detector, "batched", False))
+
+
 def is_optional(detector: object) -> bool:
     """Table detectors and the combiner cover the field types they cover; a plan may include others."""
     return is_table_detector(detector) or is_combiner(detector)

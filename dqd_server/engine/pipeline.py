@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,13 +16,16 @@ import pyarrow.compute as pc
 
 from . import ipc
 from .cache import VerdictCache
-from .detector import Detector, MethodInfo, build_detectors, is_combiner, is_optional, is_table_detector
+from .detector import (Detector, MethodInfo, build_detectors, is_combiner, is_optional, is_table_detector,
+                       waits_on_model)
 from .errors import InvalidInput
 from .findings import FINDINGS_SCHEMA, build_findings, concat_findings, empty_findings, rows_of_hits
 from .hits import concat_hits, make_hits
 
 DEFAULT_METHODS = ("validation", "pattern", "dependency")
 OK_CODE = "OK"
+# threads that wait on model batchers (they mostly sleep: the batcher's worker runs the model)
+_MODEL_CALLS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="dqd-model-call")
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,8 @@ class Engine:
 
     def _detect(self, plan: Plan, batch: pa.RecordBatch, first_row: int) -> pa.RecordBatch:
         parts: list[pa.RecordBatch] = []
-        spent = dict.fromkeys(plan.methods, 0.0)
+        timings: list[tuple[str, float]] = []  # (method, seconds), appended from the model-call threads too
+        work: list[tuple[str, str, str, pa.Array, np.ndarray, Callable[[], pa.RecordBatch]]] = []
         for column, field_type in plan.columns.items():
             values = column_as_strings(batch, column)
             if len(values) == 0:
@@ -129,22 +134,30 @@ class Engine:
             for method in plan.methods:
                 if is_optional(self.detectors[method]):  # cross-column methods and the combiner: see below
                     continue
-                started = time.perf_counter()
-                hits = self._hits(method, field_type, distinct)
-                spent[method] += time.perf_counter() - started
-                if plan.emit_all:
-                    hits = _with_ok_rows(hits, len(distinct))
-                else:
-                    minimum = plan.threshold(field_type, method)
-                    if minimum > 0 and hits.num_rows:
-                        hits = hits.filter(pc.greater_equal(hits.column("confidence"), minimum))
-                if not hits.num_rows:
-                    continue
-                rows, hit_pos = rows_of_hits(indices, hits.column("index").to_numpy(), len(distinct))
-                parts.append(
-                    build_findings(rows=rows, hit_pos=hit_pos, hits=hits, distinct=distinct, column=column,
-                                   field=field_type, method=method, first_row=first_row)
-                )
+                work.append((column, field_type, method, distinct, indices,
+                             self._timed_hits(method, field_type, distinct, timings)))
+        # Model-based detectors block on their network's dynamic batcher: start all of them at once, so the
+        # columns of this batch share model batches (with each other and with other streams' values).
+        pending = {i: _MODEL_CALLS.submit(job[-1]) for i, job in enumerate(work)
+                   if waits_on_model(self.detectors[job[2]])}
+        for i, (column, field_type, method, distinct, indices, run) in enumerate(work):
+            hits = pending[i].result() if i in pending else run()
+            if plan.emit_all:
+                hits = _with_ok_rows(hits, len(distinct))
+            else:
+                minimum = plan.threshold(field_type, method)
+                if minimum > 0 and hits.num_rows:
+                    hits = hits.filter(pc.greater_equal(hits.column("confidence"), minimum))
+            if not hits.num_rows:
+                continue
+            rows, hit_pos = rows_of_hits(indices, hits.column("index").to_numpy(), len(distinct))
+            parts.append(
+                build_findings(rows=rows, hit_pos=hit_pos, hits=hits, distinct=distinct, column=column,
+                               field=field_type, method=method, first_row=first_row)
+            )
+        spent = dict.fromkeys(plan.methods, 0.0)
+        for method, seconds in timings:
+            spent[method] += seconds
         for method in plan.methods:  # cross-column methods see the whole batch
             if is_table_detector(self.detectors[method]):
                 started = time.perf_counter()
@@ -180,6 +193,19 @@ class Engine:
             combined = concat_findings([combined, ok_cells(combined, batch, plan.columns, combiner, first_row)])
         parts.append(combined)
         return concat_findings(parts)
+
+    def _timed_hits(self, method: str, field_type: str, distinct: pa.Array, timings: list[tuple[str, float]]
+                    ) -> Callable[[], pa.RecordBatch]:
+        """A call of ``_hits`` that records its seconds in ``timings`` (wall time; model calls overlap)."""
+
+        def run() -> pa.RecordBatch:
+            started = time.perf_counter()
+            try:
+                return self._hits(method, field_type, distinct)
+            finally:
+                timings.append((method, time.perf_counter() - started))
+
+        return run
 
     def _hits(self, method: str, field_type: str, distinct: pa.Array) -> pa.RecordBatch:
         detector = self.detectors[method]

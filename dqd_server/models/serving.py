@@ -31,6 +31,7 @@ class ModelDetector:
 
     method = ""
     code = ""
+    batched = True  # detect() waits on a shared dynamic batcher: the engine runs the columns concurrently
 
     def __init__(self, root: Path, entries: Mapping[str, ModelEntry]) -> None:
         self.root = Path(root)

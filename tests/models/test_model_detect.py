@@ -154,3 +154,25 @@ def test_cached_verdicts_equal_fresh_ones(tiny_repo: Path, heldout_clean: dict[s
     assert first == again == plain.detect(plan, batch).to_pylist()
     assert cached.cache.hits >= 2 * len(values) - 4
     assert np.isfinite([r["confidence"] for r in first]).all()
+
+
+def test_the_columns_of_one_batch_share_model_batches(engine: Engine, heldout_clean: dict[str, list[str]]) -> None:
+    """The engine starts every column's model call at once, so one batch of several columns is one model round."""
+    fields = ["material", "care_instructions", "category", "color_name"]
+    batch = pa.record_batch({f: pa.array(heldout_clean[f][:3] + [f"Unseen value {f}"], pa.string()) for f in fields})
+    plan = engine.plan({f: f for f in fields}, ["ml"])
+    batcher = engine.detectors["ml"].encoders["material"].batcher
+    assert all(engine.detectors["ml"].encoders[f].batcher is batcher for f in fields), "one shared encoder"
+    sequential = [engine.detect(engine.plan({f: f}, ["ml"]), batch.select([f])).to_pylist() for f in fields]
+    delay, batcher.max_queue_delay = batcher.max_queue_delay, 2.0  # a round waits for every column, not just one
+    try:
+        before = batcher.stats.rounds
+        together = engine.detect(plan, batch).to_pylist()
+        assert batcher.stats.rounds - before == 1
+    finally:
+        batcher.max_queue_delay = delay
+    def rounded(rows: list[dict]) -> list[dict]:  # batch shapes change the last float bits (see backend tests)
+        return sorted(({**r, "confidence": round(r["confidence"], 3)} for r in rows),
+                      key=lambda r: (r["row"], r["column"]))
+
+    assert rounded(together) == rounded([r for part in sequential for r in part])
