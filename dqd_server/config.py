@@ -95,6 +95,8 @@ class Settings:
                                      "by rules version), so repeated values are checked once")
     cache_ttl: int = _opt(3600, "seconds the verdicts remembered for a (method, field type, rules version) "
                                 "live before they are checked afresh")
+    cache_max_values: int = _opt(250_000, "distinct values whose verdicts are remembered per (method, field type, "
+                                          "version); when full, that key starts afresh")
     parallel_workers: int = _opt(0, "threads per server process checking batches; 0: Python's default "
                                     "(min(32, CPUs + 4))")
     # security
@@ -182,7 +184,7 @@ class Settings:
             raise SettingsError(f"DATABASE_URL={self.database_url!r} is not a URL such as "
                                 "postgresql://user@host/db or sqlite:////path/dqd.db (empty: SQLite "
                                 "under DATA_PATH)")
-        for name in ("model_cache_size", "max_file_size", "max_batch_size", "max_rows_per_call"):
+        for name in ("model_cache_size", "max_file_size", "max_batch_size", "max_rows_per_call", "cache_max_values"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name.upper()}={getattr(self, name)} must be positive")
         if self.max_file_size > GRPC_MAX_MESSAGE:

@@ -43,7 +43,8 @@ class DqdServer:
         self.reuse_port = reuse_port
         self.metrics = metrics
         self.holder = EngineHolder(self.build_engine)
-        self._cache = VerdictCache(ttl=settings.cache_ttl) if settings.enable_cache else None
+        self._cache = (VerdictCache(max_values=settings.cache_max_values, ttl=settings.cache_ttl)
+                       if settings.enable_cache else None)
         POOL.configure(RuntimeOptions.from_settings(settings))  # how the ml/llm networks run, before any loads
         self.health = health.aio.HealthServicer()
         size = settings.max_file_size
