@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PROTO_OUT := dqd_server/_proto/detection_pb2.py clients/python/dqd_client/_proto/detection_pb2.py
 
-.PHONY: install proto demo test test-slow test-gpu serve bench soak clean
+.PHONY: install proto demo test test-slow test-gpu gpu-check serve bench bench-models soak clean
 
 install: $(STAMP) $(PROTO_OUT)
 
@@ -44,6 +44,16 @@ test-gpu: install
 # Throughput (engine, end to end with 1 and N workers, transport ceilings) -> bench/results/throughput.json
 bench: install
 	$(PY) bench/throughput.py
+
+# ml/llm: raw ONNX Runtime vs dqd's serving path vs the service, catalog rows/s -> bench/results/models.json
+# (trains bench/results/models-repo first if it is missing: about 3-4 minutes on 2 cores)
+bench-models: install
+	test -d bench/results/models-repo || $(VENV)/bin/dqd train --catalog 50000 --out bench/results/models-repo
+	$(PY) bench/models.py --repo bench/results/models-repo
+
+# On a CUDA machine: backend parity + ml/llm throughput per backend, one table (scripts/gpu_check.sh)
+gpu-check: install
+	scripts/gpu_check.sh --quick
 
 # 16 concurrent streams for 60 s on loopback -> bench/results/soak.json
 soak: install
