@@ -110,3 +110,35 @@ def test_a_broken_new_version_is_refused_and_the_old_one_keeps_serving(served: S
     assert _versions(served, "llm") == before, "the old versions still serve"
     with Client(served.target) as client:
         assert client.health() == "SERVING"
+
+
+def test_health_answers_while_a_model_is_busy(served: ServerProcess) -> None:
+    """Inference runs in worker threads, off the event loop: health checks are answered during a long model stream."""
+    values = [f"{n}% Cotton, {100 - n}% Unobtainium {i}" for i in range(60) for n in range(5, 95, 3)]
+    table = pa.table({"m": pa.array(values, pa.string())})
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def stream() -> None:
+        try:
+            with Client(served.target) as client:
+                for _ in client.check_table(table, {"m": "material"}, methods=["ml", "llm"], batch_size=600):
+                    pass
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=stream)
+    worker.start()
+    answered_while_busy = 0
+    with grpc.insecure_channel(served.target) as ch:
+        health = health_pb2_grpc.HealthStub(ch)
+        while not done.is_set():
+            status = health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+            assert status == health_pb2.HealthCheckResponse.SERVING
+            answered_while_busy += not done.is_set()
+            done.wait(0.2)
+    worker.join(60)
+    assert not errors, errors
+    assert answered_while_busy >= 3, "the stream ended before health was checked during it"
