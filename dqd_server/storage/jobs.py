@@ -425,7 +425,7 @@ class JobStore:
             job = conn.execute(sa.select(_JOBS).where(where)).one_or_none()
             if job is None:
                 what = f"id {job_id!r}" if job_id is not None else f"job key {job_key!r}"
-                raise NotFound(f"no job with {what}; job ids come from the Detect summary or ListJobs")
+                raise NotFound(f"no job with {what}; job ids come from the summary of a Detect stream that set persist or job_key")
             results = conn.execute(
                 sa.select(_RESULTS).where(_RESULTS.c.job_id == job.id).order_by(_RESULTS.c.id)
             ).all()
