@@ -96,7 +96,7 @@ class Settings:
     cache_ttl: int = _opt(3600, "seconds the verdicts remembered for a (method, field type, rules version) "
                                 "live before they are checked afresh")
     cache_max_values: int = _opt(250_000, "distinct values whose verdicts are remembered per (method, field type, "
-                                          "version); when full, that key starts afresh")
+                                          "version); the least recently seen are forgotten first")
     parallel_workers: int = _opt(0, "threads per server process checking batches; 0: Python's default "
                                     "(min(32, CPUs + 4))")
     # security

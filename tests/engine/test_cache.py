@@ -44,9 +44,30 @@ def test_cache_keys_on_version_and_handles_nulls_and_bounds() -> None:
     assert calls == [["a", "xb", None], ["c"]]
     cache.detect(("m", "f", "2"), pa.array(["a"]), run)  # a new rules version is checked afresh
     assert calls[-1] == ["a"]
-    cache.detect(("m", "f", "1"), pa.array(["d", "e", "xf"]), run)  # over max_values: starts afresh
-    out = cache.detect(("m", "f", "1"), pa.array(["xf", "a"]), run)
-    assert calls[-1] == ["a"] and out.column("index").to_pylist() == [0]
+    # max_values=4: two generations of 2. The second call started a new generation ({c}); {a, xb, None} is the
+    # previous one. xb is promoted from it, d is new: they start a third generation and {a, None} fall out.
+    out = cache.detect(("m", "f", "1"), pa.array(["xb", "d"]), run)
+    assert calls[-1] == ["d"] and out.column("index").to_pylist() == [0]
+    cache.detect(("m", "f", "1"), pa.array(["a", "c"]), run)  # c: still in the previous generation; a: forgotten
+    assert calls[-1] == ["a"]
+
+
+def test_values_that_keep_coming_stay_cached_like_an_lru() -> None:
+    """A value asked for in every batch is never checked twice, however many other values pass through."""
+    cache = VerdictCache(max_values=100)
+    calls: list[str] = []
+
+    def run(values: pa.Array) -> pa.RecordBatch:
+        calls.extend(values.to_pylist())
+        bad = [i for i, v in enumerate(values.to_pylist()) if v.startswith("x")]
+        return make_hits(bad, "BAD", "bad", 1.0)
+
+    for batch in range(40):
+        values = ["xhot", "hot"] + [f"{'x' if i % 3 == 0 else ''}cold-{batch}-{i}" for i in range(20)]
+        out = cache.detect(("m", "f", "1"), pa.array(values), run)
+        assert sorted(out.column("index").to_pylist()) == [i for i, v in enumerate(values) if v.startswith("x")]
+    assert calls.count("xhot") == 1 and calls.count("hot") == 1
+    assert len(calls) == 2 + 40 * 20
 
 
 def test_cache_ttl_expires_verdicts() -> None:
