@@ -33,7 +33,7 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--methods", default="ml,llm", help="comma-separated: ml, llm (default both)")
     p.add_argument("--out", type=Path, required=True, help="model repository to publish into (usually MODEL_PATH)")
     p.add_argument("--max-values", type=int, default=2000, help="distinct values per field type (default 2000)")
-    p.add_argument("--steps", type=int, default=250, help="masked-LM fine-tuning steps (default 250)")
+    p.add_argument("--steps", type=int, default=400, help="masked-LM fine-tuning steps (default 400)")
     p.add_argument("--time-budget", type=float, default=150.0,
                    help="seconds the masked-LM fine-tuning may take at most (default 150)")
     p.add_argument("--scoring", choices=("single", "pll"), default="single",
