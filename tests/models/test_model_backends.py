@@ -86,6 +86,10 @@ def test_the_pool_follows_the_model_settings(dirs: dict[str, Path], tmp_path: Pa
     pool = NetworkPool(RuntimeOptions.from_settings(settings))
     net = pool.get("encoder", dirs["encoder"], "pin")
     assert net.backend.name == "torch-cpu-fp32"
+    from threadpoolctl import threadpool_info
+
+    assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas"), \
+        "numpy's BLAS threads would compete with the model backend for the cores"
     assert (net.batcher.max_batch_size, net.batcher.max_batch_tokens, net.batcher.max_queue_delay) == (7, 999, 0.0005)
     assert pool.get("encoder", dirs["encoder"], "pin") is net
     pool.configure(backend="onnxruntime")
