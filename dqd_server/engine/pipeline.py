@@ -98,7 +98,13 @@ class Engine:
             missing = [m for m in chosen if m in self.detectors and m not in known[field_type]
                        and not is_optional(self.detectors[m])]
             if missing:
-                problems.append(f"field type {field_type!r} has no {missing} detector loaded")
+                hint = ""
+                trainable = [m for m in missing if waits_on_model(self.detectors[m])]
+                if trainable:
+                    hint = (f" (train {', '.join(trainable)} for it with `dqd train --methods {','.join(trainable)} "
+                            f"--map COLUMN={field_type} --out MODEL_PATH`, then ReloadModels; or leave "
+                            f"{'it' if len(trainable) == 1 else 'them'} out of methods)")
+                problems.append(f"field type {field_type!r} has no {missing} detector loaded{hint}")
         for key, value in (thresholds or {}).items():
             field_type, _, method = key.rpartition(".")
             if not 0.0 <= value <= 1.0:

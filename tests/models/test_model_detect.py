@@ -139,7 +139,7 @@ def test_a_field_without_a_model_is_refused_by_the_plan(repo_copy: Path) -> None
     shutil.copytree(BUNDLED_RULES / "ean", repo_copy / "ean")  # rules, but no model
     engine = Engine.from_repository(repo_copy)
     engine.plan({"c": "ean"}, ["validation"])
-    with pytest.raises(InvalidInput, match="has no \\['ml'\\] detector loaded"):
+    with pytest.raises(InvalidInput, match="has no \\['ml'\\] detector loaded \\(train ml for it with `dqd train"):
         engine.plan({"c": "ean"}, ["ml"])
 
 
