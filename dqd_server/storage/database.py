@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from sqlalchemy.pool import StaticPool
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 30.0
+_SQLITE_LOCKED_RETRIES = 5
 # pg_advisory_xact_lock key serialising migrations: any fixed bigint, here "dqd_migr" read as ASCII.
 MIGRATION_LOCK_KEY = int.from_bytes(b"dqd_migr", "big") & 0x7FFF_FFFF_FFFF_FFFF
 # Alembic's ``context``/``op`` are process-global proxies: one upgrade at a time per process.
@@ -92,11 +94,21 @@ def migrate(url: str | sa.URL | sa.Engine) -> None:
     cfg = alembic_config()
     cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=True).replace("%", "%%"))
     try:
-        with _ALEMBIC_LOCK, engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        for attempt in range(_SQLITE_LOCKED_RETRIES + 1):
+            try:
+                with _ALEMBIC_LOCK, engine.begin() as conn:
+                    if conn.dialect.name == "postgresql":
+                        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, "head")
+                return
+            except sa.exc.OperationalError as exc:
+                # SQLite answers some lock conflicts at once instead of through the busy timeout (switching a
+                # new file to WAL while another process opens it); the upgrade rolled back, so try again
+                if engine.dialect.name != "sqlite" or "locked" not in str(exc) or attempt == _SQLITE_LOCKED_RETRIES:
+                    raise
+                engine.dispose()
+                time.sleep(0.2 * (attempt + 1))
     finally:
         if owned:
             engine.dispose()
