@@ -23,19 +23,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pyarrow as pa
-import pyarrow.csv as pv
 
 from dqd_server.engine.pipeline import Engine
 from dqd_server.models.train import TrainOptions, distinct_values, train_repository
+from dqd_server.profiling.tables import read_table
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ["beer_name", "style", "ounces", "abv", "ibu", "brewery_name", "city", "state"]  # the dirty file's names
-
-
-def read_text(path: Path) -> pa.Table:
-    names = pv.read_csv(path).column_names
-    return pv.read_csv(path, convert_options=pv.ConvertOptions(strings_can_be_null=False,
-                                                               column_types={n: pa.string() for n in names}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "beers")
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "beers_models.json")
     args = p.parse_args(argv)
-    dirty, clean = read_text(args.data / "dirty.csv"), read_text(args.data / "clean.csv")
+    dirty, clean = read_table(args.data / "dirty.csv"), read_table(args.data / "clean.csv")  # all text
     position = {c: dirty.column_names.index(c) for c in COLUMNS}  # the clean file names them differently
     train_rows = pa.array(range(0, dirty.num_rows, 2))
     test_rows = pa.array(range(1, dirty.num_rows, 2))

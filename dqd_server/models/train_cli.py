@@ -11,7 +11,6 @@ phase took; ``--json`` prints the same as JSON. Exit status 0, or 2 with a messa
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import sys
@@ -102,6 +101,8 @@ def _load(args: argparse.Namespace) -> tuple[pa.Table, dict[str, str]]:
         table = generate_catalog(args.catalog, seed=args.seed)
         mapping = mapping or dict(CATALOG_COLUMNS)
     else:
+        from dqd_server.profiling.tables import read_table  # every CSV column as text, typed columns cast
+
         table = read_table(args.data)
         if not mapping:
             raise ValueError("--map COLUMN=FIELD_TYPE is required with --data")
@@ -109,31 +110,6 @@ def _load(args: argparse.Namespace) -> tuple[pa.Table, dict[str, str]]:
     if missing:
         raise ValueError(f"columns {missing} are not in the data; it has {table.column_names[:30]}")
     return table, mapping
-
-
-def read_table(path: Path) -> pa.Table:
-    """Read a clean data file with every CSV column as text (so '0123' keeps its leading zero)."""
-    suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path)
-    if suffix in (".arrow", ".feather", ".ipc"):
-        from pyarrow import feather
-
-        return feather.read_table(path)
-    if suffix in (".jsonl", ".ndjson", ".json"):
-        import pyarrow.json as pajson
-
-        return pajson.read_json(path)
-    import pyarrow.csv as pacsv
-
-    delimiter = "\t" if suffix in (".tsv", ".tab") else ","
-    with path.open(newline="", encoding="utf-8") as f:
-        header = next(csv.reader(f, delimiter=delimiter), [])
-    return pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter),
-                          convert_options=pacsv.ConvertOptions(column_types={h: pa.string() for h in header},
-                                                               strings_can_be_null=True))
 
 
 def main(argv: list[str] | None = None) -> int:
