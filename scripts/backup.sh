@@ -36,47 +36,13 @@ keep_days="${KEEP_DAYS:-7}"
 python="${PYTHON:-python3}"
 [[ "$keep_days" =~ ^[0-9]+$ ]] || die "KEEP_DAYS=$keep_days is not a whole number of days"
 
-sha256() {
-  if command -v sha256sum >/dev/null; then sha256sum "$@"; else shasum -a 256 "$@"; fi
-}
-
-# "postgresql+psycopg://u:p%40ss@h:5432/db?sslmode=require" -> PG_URL without the password, PG_PASSWORD
-libpq_url() {
-  local rest authority path="" userinfo hostport user password=""
-  rest="${1#*://}"
-  authority="${rest%%/*}"
-  [[ "$rest" == */* ]] && path="/${rest#*/}"
-  if [[ "$authority" == *@* ]]; then
-    userinfo="${authority%@*}"
-    hostport="${authority##*@}"
-    user="${userinfo%%:*}"
-    [[ "$userinfo" == *:* ]] && password="${userinfo#*:}"
-    PG_URL="postgresql://${user}@${hostport}${path}"
-  else
-    PG_URL="postgresql://${authority}${path}"
-  fi
-  PG_PASSWORD="$(printf '%b' "${password//%/\\x}")"   # percent-decoding
-}
-
-# sqlite:///relative.db, sqlite:////abs/path.db (SQLAlchemy) -> the file path
-sqlite_path() {
-  local p="${1#*://}"
-  p="${p#/}"
-  p="${p%%\?*}"
-  [[ -n "$p" && "$p" != ":memory:" ]] || die "DATABASE_URL=$1 is an in-memory database: nothing to back up"
-  printf '%s' "$p"
-}
+# shellcheck source=dqd-backup-lib.sh
+source "$(dirname "$0")/dqd-backup-lib.sh"
 
 mask() { sed -E 's#(://[^:/@]*:)[^@/]*@#\1***@#g'; }
 
 # --- where ---------------------------------------------------------------------------------------------
-db_url="${DATABASE_URL:-}"
-case "$db_url" in
-  "") db_kind=sqlite; db_file="$data_path/dqd.db" ;;
-  postgres://*|postgresql://*|postgres+*://*|postgresql+*://*) db_kind=postgresql ;;
-  sqlite://*|sqlite+*://*) db_kind=sqlite; db_file="$(sqlite_path "$db_url")" ;;
-  *) die "DATABASE_URL has a scheme this script cannot back up (PostgreSQL or SQLite only)" ;;
-esac
+database_target "back up"
 
 mkdir -p "$dest"
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"

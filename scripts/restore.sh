@@ -23,34 +23,8 @@ data_path="${DATA_PATH:-./data}"
 model_path="${MODEL_PATH:-}"
 config_dir="${CONFIG_DIR:-}"
 
-sha256() {
-  if command -v sha256sum >/dev/null; then sha256sum "$@"; else shasum -a 256 "$@"; fi
-}
-
-libpq_url() {  # as in backup.sh: PG_URL without the password, PG_PASSWORD decoded
-  local rest authority path="" userinfo hostport user password=""
-  rest="${1#*://}"
-  authority="${rest%%/*}"
-  [[ "$rest" == */* ]] && path="/${rest#*/}"
-  if [[ "$authority" == *@* ]]; then
-    userinfo="${authority%@*}"
-    hostport="${authority##*@}"
-    user="${userinfo%%:*}"
-    [[ "$userinfo" == *:* ]] && password="${userinfo#*:}"
-    PG_URL="postgresql://${user}@${hostport}${path}"
-  else
-    PG_URL="postgresql://${authority}${path}"
-  fi
-  PG_PASSWORD="$(printf '%b' "${password//%/\\x}")"
-}
-
-sqlite_path() {
-  local p="${1#*://}"
-  p="${p#/}"
-  p="${p%%\?*}"
-  [[ -n "$p" && "$p" != ":memory:" ]] || die "DATABASE_URL=$1 is an in-memory database"
-  printf '%s' "$p"
-}
+# shellcheck source=dqd-backup-lib.sh
+source "$(dirname "$0")/dqd-backup-lib.sh"
 
 manifest() { sed -n "s/^$1=//p" "$src/MANIFEST" | head -n 1; }
 
@@ -67,13 +41,7 @@ has() { [[ " ${files[*]} " == *" $1 "* ]]; }
 log "verified $src ($(manifest created_at): ${files[*]})"
 
 # --- where to ----------------------------------------------------------------------------------------------
-db_url="${DATABASE_URL:-}"
-case "$db_url" in
-  "") db_kind=sqlite; db_file="$data_path/dqd.db" ;;
-  postgres://*|postgresql://*|postgres+*://*|postgresql+*://*) db_kind=postgresql ;;
-  sqlite://*|sqlite+*://*) db_kind=sqlite; db_file="$(sqlite_path "$db_url")" ;;
-  *) die "DATABASE_URL has a scheme this script cannot restore into (PostgreSQL or SQLite only)" ;;
-esac
+database_target "restore into"
 [[ "$(manifest database_kind)" == "$db_kind" ]] \
   || die "the backup holds a $(manifest database_kind) database, the target is $db_kind; nothing was changed"
 if [[ "$db_kind" == postgresql ]]; then
