@@ -411,6 +411,15 @@ def _summary(n: int) -> pb.DetectResponse:
     return pb.DetectResponse(summary=pb.DetectSummary(rows=n * ROWS_PER_PART, batches=n, findings=n, job_id="J"))
 
 
+def _answer_all(batches, first: int = 0):  # noqa: ANN001, ANN202
+    """Answer every remaining batch (numbered from ``first``), then the summary: a server that just works."""
+    n = first
+    for _ in batches:
+        yield _answer(n)
+        n += 1
+    yield _summary(n)
+
+
 class Scripted(detection_pb2_grpc.DetectionServiceServicer):
     """Each Detect call runs the next script: ``script(config, batches, context)`` yields answers;
     ``batches`` is an iterator over the call's decoded input batches (recorded in ``received``)."""
@@ -467,11 +476,7 @@ def test_client_re_sends_only_unstored_batches_and_yields_each_answer_once(scrip
         yield _started(3)
         yield _answer(1)
         yield _answer(2)
-        n = 3
-        for _ in batches:
-            yield _answer(n)
-            n += 1
-        yield _summary(n)
+        yield from _answer_all(batches, 3)
 
     first, a = scripted(dies_after_storing_three)
     second, b = scripted(continues)
@@ -490,11 +495,7 @@ def test_client_re_sends_only_unstored_batches_and_yields_each_answer_once(scrip
 def test_client_finishes_when_the_job_completed_before_the_connection_broke(scripted) -> None:  # noqa: ANN001
     def completes_then_breaks(config, batches, context):  # noqa: ANN001, ANN202
         yield _started(0)
-        n = 0
-        for _ in batches:
-            yield _answer(n)
-            n += 1
-        yield _summary(n)
+        yield from _answer_all(batches)
         context.abort(grpc.StatusCode.UNAVAILABLE, "connection reset after the summary")
 
     def already_completed(config, batches, context):  # noqa: ANN001, ANN202
@@ -517,11 +518,7 @@ def test_client_waits_out_a_live_owner_on_the_same_target(scripted) -> None:  # 
 
     def serves(config, batches, context):  # noqa: ANN001, ANN202
         yield _started(0)
-        n = 0
-        for _ in batches:
-            yield _answer(n)
-            n += 1
-        yield _summary(n)
+        yield from _answer_all(batches)
 
     servicer, a = scripted(busy, serves)
     _, never = scripted()
