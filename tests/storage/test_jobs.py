@@ -254,6 +254,28 @@ def test_stale_running_job_key_is_taken_over(store: JobStore) -> None:
     assert store.get(fresh.job_id).status == "running"
 
 
+def race(stores: list[JobStore], run: Callable[[JobStore], JobHandle], loses: type[Exception]
+         ) -> tuple[list[JobHandle], list[Exception]]:
+    """``run`` on every store at the same moment (one thread each): what won, and the ``loses`` errors raised."""
+    barrier = threading.Barrier(len(stores))
+    won: list[JobHandle] = []
+    lost: list[Exception] = []
+
+    def go(s: JobStore) -> None:
+        barrier.wait(5)
+        try:
+            won.append(run(s))
+        except loses as exc:
+            lost.append(exc)
+
+    threads = [threading.Thread(target=go, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return won, lost
+
+
 @pytest.mark.parametrize("previous", [None, "failed"])
 def test_concurrent_start_of_one_key_gives_one_job(make_store: Callable[..., JobStore], previous: str | None) -> None:
     """Two workers (own engines, own connections) start the same key at once: one wins."""
@@ -262,22 +284,7 @@ def test_concurrent_start_of_one_key_gives_one_job(make_store: Callable[..., Job
         key = f"race-{previous}-{n}"
         if previous:
             start(stores[0], key).fail("failed", "try again")
-        barrier = threading.Barrier(2)
-        won: list[JobHandle] = []
-        lost: list[Exception] = []
-
-        def go(s: JobStore) -> None:
-            barrier.wait(5)
-            try:
-                won.append(start(s, key))  # noqa: B023 - joined below, within the iteration
-            except AlreadyExists as exc:
-                lost.append(exc)  # noqa: B023
-
-        threads = [threading.Thread(target=go, args=(s,)) for s in stores]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
+        won, lost = race(stores, lambda s: start(s, key), AlreadyExists)  # noqa: B023 - run within the iteration
         assert len(won) == 1 and len(lost) == 1, (won, lost)
         assert "running in another stream" in str(lost[0])
         with stores[0].engine.connect() as conn:

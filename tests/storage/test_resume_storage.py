@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
-from test_jobs import COLUMNS, METHODS, ROWS_PER_BATCH, age_job, expected_counts, make_batch, summary_of
+from test_jobs import COLUMNS, METHODS, ROWS_PER_BATCH, age_job, expected_counts, make_batch, race, summary_of
 
 from dqd_server.engine.errors import AlreadyExists, InvalidInput
 from dqd_server.engine.findings import FINDINGS_SCHEMA
@@ -184,22 +183,7 @@ def test_concurrent_resume_of_one_abandoned_key_gives_one_owner(make_store: Call
         first = start(stores[0], key)
         feed(first, 0, 1)
         first.fail("cancelled", "gone")
-        barrier = threading.Barrier(2)
-        won: list[JobHandle] = []
-        lost: list[Exception] = []
-
-        def go(s: JobStore, barrier: threading.Barrier = barrier) -> None:
-            barrier.wait(5)
-            try:
-                won.append(start(s, key))  # noqa: B023 - joined below, within the iteration
-            except JobBusy as exc:
-                lost.append(exc)  # noqa: B023
-
-        threads = [threading.Thread(target=go, args=(s,)) for s in stores]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
+        won, lost = race(stores, lambda s: start(s, key), JobBusy)  # noqa: B023 - run within the iteration
         assert len(won) == 1 and len(lost) == 1, (won, lost)
         assert won[0].attempt == 2 and won[0].batches == 1 and "running in another stream" in str(lost[0])
 
