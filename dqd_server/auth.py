@@ -23,21 +23,27 @@ def hash_key(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
-def load_key_hashes(path: Path) -> list[bytes]:
-    """Digests from a keys file; raises ValueError naming the line that is wrong."""
-    digests = []
+def load_keys(path: Path) -> dict[bytes, str]:
+    """Client name per key digest from a keys file (``[name] sha256:<hex>`` lines); a key without a name is
+    called ``key-<first 12 hex digits>``. Raises ValueError naming the line that is wrong."""
+    names: dict[bytes, str] = {}
     for number, raw in enumerate(Path(path).read_text().splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
-        entry = line.split()[-1]
+        *name, entry = line.split()
         algo, _, digest = entry.partition(":")
-        if algo != "sha256" or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise ValueError(f"{path}:{number}: expected 'sha256:<64 hex digits>' (see `dqd hash-key`)")
-        digests.append(bytes.fromhex(digest))
-    if not digests:
+        if algo != "sha256" or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest) or len(name) > 1:
+            raise ValueError(f"{path}:{number}: expected '[name] sha256:<64 hex digits>' (see `dqd hash-key`)")
+        names[bytes.fromhex(digest)] = name[0] if name else f"key-{digest[:12]}"
+    if not names:
         raise ValueError(f"{path} holds no keys; API_KEY_REQUIRED=true needs at least one")
-    return digests
+    return names
+
+
+def load_key_hashes(path: Path) -> list[bytes]:
+    """Digests from a keys file; raises ValueError naming the line that is wrong."""
+    return list(load_keys(path))
 
 
 class ApiKeyInterceptor(grpc.aio.ServerInterceptor):

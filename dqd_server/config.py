@@ -102,8 +102,11 @@ class Settings:
     # security
     api_key_required: bool = _opt(False, "require a valid x-api-key on every call but health and reflection "
                                          "(UNAUTHENTICATED otherwise); keys come from API_KEYS_FILE")
-    api_keys_file: str = _opt("", "file of hashed API keys, one 'sha256:<hex>' per line (make one with "
-                                  "`dqd hash-key`); keys never sit in the environment or the repo")
+    api_keys_file: str = _opt("", "file of hashed API keys, one '[client-name] sha256:<hex>' per line (make "
+                                  "one with `dqd hash-key`); the name is the client's identity")
+    trust_client_id_header: bool = _opt(False, "take the caller's identity (who owns jobs, whose rate limit counts) "
+                                               "from x-dqd-client-id; only behind an edge that checks the API key "
+                                               "and sets that header itself")
     tls_cert_file: str = _opt("", "PEM certificate chain: with TLS_KEY_FILE, the gRPC port speaks TLS")
     tls_key_file: str = _opt("", "PEM private key of TLS_CERT_FILE")
     tls_client_ca_file: str = _opt("", "PEM CA bundle: clients must present a certificate it signed (mTLS)")

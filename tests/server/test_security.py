@@ -87,7 +87,7 @@ def test_grpcurl_through_tls_with_key(secure_server: ServerProcess, certs: Path)
 def test_keys_file_errors_and_constant_time_check(tmp_path: Path) -> None:
     bad = tmp_path / "keys.txt"
     bad.write_text("plain-text-key\n")
-    with pytest.raises(ValueError, match=r"keys.txt:1: expected 'sha256:<64 hex digits>'"):
+    with pytest.raises(ValueError, match=r"keys.txt:1: expected '\[name\] sha256:<64 hex digits>'"):
         load_key_hashes(bad)
     bad.write_text("# nothing\n")
     with pytest.raises(ValueError, match="holds no keys"):
